@@ -1,0 +1,25 @@
+# The README's commands. Each one creates .venv and installs the pinned requirements when missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test test-all book clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+test: setup           ## the test suite (the slow end-to-end checks included)
+	$(PY) -m pytest -q
+
+book: setup           ## execute the notebooks (quick profile) and build the HTML book
+	$(PY) -m dnnknn book
+
+clean:
+	rm -rf book/_build

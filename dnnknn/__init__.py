@@ -1,0 +1,14 @@
+"""dnnknn: does a network classify like a k-NN on its own embedding? (Cohen, Sapiro, Giryes 2018)
+
+    from dnnknn import RunConfig, RunStore
+    run = RunStore().get(RunConfig(dataset="mnist5k", model="mlp640", steps=300))
+    run.table()          # DNN and k-NN accuracy, MC, ME, P_SAME by training step
+"""
+__version__ = "0.1.0"
+
+from .config import RunConfig  # noqa: E402
+from .errors import ConfigError, DataNotFoundError, DnnKnnError, TrainingDiverged  # noqa: E402
+from .runs import Run, RunStore  # noqa: E402
+
+__all__ = ["RunConfig", "RunStore", "Run", "DnnKnnError", "ConfigError", "DataNotFoundError",
+           "TrainingDiverged", "__version__"]

@@ -1,0 +1,108 @@
+"""Command line: `python -m dnnknn train ...` (see --help)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import OPTIMIZERS, RunConfig
+from .data import DATASETS
+from .errors import DnnKnnError
+from .knn import METRICS
+from .models import MODELS
+
+
+def _train_parser(sub):
+    p = sub.add_parser("train", help="train a network with the k-NN evaluation and print its measures",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", default="mnist5k", help=f"one of {', '.join(DATASETS)}")
+    p.add_argument("--model", default="mlp640", choices=MODELS, help="network")
+    p.add_argument("--steps", type=int, default=1000, help="training steps")
+    p.add_argument("--depth", type=int, help="Wide-ResNet depth (default 28)")
+    p.add_argument("--width", type=int, help="Wide-ResNet width (default 10)")
+    p.add_argument("--labels", default="true", choices=("true", "random"),
+                   help="random: uniformly random train and test labels, fixed by --label-seed")
+    p.add_argument("--label-seed", type=int, default=0, help="seed of the random labels")
+    p.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS,
+                   help="sgd: Nesterov SGD batch 200; gd: full-batch gradient descent (appendix D)")
+    p.add_argument("--batch-size", type=int, help="default 200 (sgd), whole training set (gd)")
+    p.add_argument("--lr", type=float, help="initial learning rate (default 0.1 sgd, 10 gd)")
+    p.add_argument("--lr-milestones", type=int, nargs="*",
+                   help="steps where the lr is multiplied by 0.2 (default 30/60/80%% of the steps; gd 200 300)")
+    p.add_argument("--weight-decay", type=float, help="default: the paper's per model and dataset")
+    p.add_argument("--no-augment", action="store_true", help="no padding/crop/flip augmentation")
+    p.add_argument("--eval-steps", type=int, nargs="*", help="steps to evaluate at (default 11, evenly spaced)")
+    p.add_argument("--eval-every", type=int, help="evaluate every N steps (and at 0 and the end)")
+    p.add_argument("--k", type=int, nargs="+", default=[30], help="k values of the k-NN")
+    p.add_argument("--metric", nargs="+", default=["l1"], choices=METRICS, help="k-NN distances")
+    p.add_argument("--pca", type=int, nargs="*", default=[], help="also k-NN after PCA to these dims")
+    p.add_argument("--eval-train", action="store_true", help="also evaluate on the training set")
+    p.add_argument("--exclude-self", action="store_true",
+                   help="leave each training point out of its own neighbours (the paper keeps it)")
+    p.add_argument("--probe-layers", nargs="*", default=[], help="k-NN on these layers at the last evaluation")
+    p.add_argument("--limit", type=int, nargs=2, metavar=("N_TRAIN", "N_TEST"),
+                   help="keep only the first images of each split")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--data-dir", help="dataset root (default $DNNKNN_DATA or ~/.cache/dnnknn/data)")
+    p.add_argument("--runs-dir", help="run store (default $DNNKNN_RUNS or ./runs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def config_from_args(a) -> RunConfig:
+    from .train import resolve_device
+
+    eval_steps = tuple(a.eval_steps) if a.eval_steps else None
+    if a.eval_every:
+        if a.eval_every <= 0:
+            raise DnnKnnError(f"--eval-every must be positive, got {a.eval_every}")
+        eval_steps = tuple(sorted(set(range(0, a.steps, a.eval_every)) | {a.steps}))
+    return RunConfig(
+        dataset=a.dataset, model=a.model, steps=a.steps, labels=a.labels, label_seed=a.label_seed,
+        depth=a.depth, width=a.width, optimizer=a.optimizer, batch_size=a.batch_size, lr=a.lr,
+        lr_milestones=tuple(a.lr_milestones) if a.lr_milestones is not None else None,
+        weight_decay=a.weight_decay, augment=False if a.no_augment else None, eval_steps=eval_steps,
+        ks=tuple(a.k), metrics=tuple(a.metric), pca_dims=tuple(a.pca), eval_train=a.eval_train,
+        exclude_self=a.exclude_self, probe_layers=tuple(a.probe_layers),
+        limit=tuple(a.limit) if a.limit else None, seed=a.seed,
+        device=resolve_device(a.device).type if a.steps > 0 else a.device)
+
+
+def summary(run) -> str:
+    """The final evaluation as a small table: DNN and k-NN accuracy, MC, ME, P_SAME per split."""
+    import pandas as pd
+
+    m = run.measures
+    last = m[(m.step == m.step.max()) & (m.layer == "embedding")]
+    cols = ["split", "metric", "k", "pca", "dnn_acc", "knn_acc", "MC", "ME", "P_SAME"]
+    with pd.option_context("display.width", 120, "display.float_format", "{:.4f}".format):
+        return last[cols].to_string(index=False)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dnnknn", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    a = parser.parse_args(argv)
+    try:
+        if a.command == "train":
+            from .runs import RunStore
+
+            cfg = config_from_args(a)
+            store = RunStore(a.runs_dir)
+            cached = store.find(cfg) is not None
+            run = store.get(cfg, data_dir=a.data_dir, progress=not a.no_progress)
+            print(f"{run.config.label()} - final evaluation at step {run.config.steps}"
+                  + (" (from the run store, no training)" if cached else ""))
+            print(summary(run))
+            print(f"device: {run.meta['device_name']}; wall time {run.meta['wall_time_s']:.1f} s; "
+                  f"code {run.meta['code_version']}")
+            print(f"records: {run.path}")
+    except DnnKnnError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last checkpoint is kept; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,158 @@
+"""A run's frozen configuration, with the paper's defaults (appendix A) filled in by `resolve`."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+from .data import DATASETS, TORCHVISION_DATASETS
+from .errors import ConfigError
+from .knn import METRICS
+from .models import MODELS
+
+OPTIMIZERS = ("sgd", "gd")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    dataset: str = "mnist5k"
+    model: str = "mlp640"
+    steps: int = 1000
+    labels: str = "true"          # "true" | "random" (section 4.4; train and test labels redrawn once)
+    label_seed: int = 0
+    depth: int | None = None      # Wide-ResNet only (default 28)
+    width: int | None = None      # Wide-ResNet only (default 10)
+    optimizer: str = "sgd"        # "sgd": Nesterov SGD, batch 200; "gd": full-batch GD (appendix D)
+    batch_size: int | None = None  # default 200 (sgd); the whole training set (gd)
+    lr: float | None = None       # default 0.1 (sgd), 10 (gd)
+    lr_milestones: tuple[int, ...] | None = None  # steps where lr *= lr_factor
+    lr_factor: float = 0.2
+    momentum: float | None = None  # default 0.9 Nesterov (sgd), 0 (gd)
+    weight_decay: float | None = None  # default per model and dataset, appendix A
+    augment: bool | None = None   # default True (sgd), False (gd)
+    eval_steps: tuple[int, ...] | None = None  # default: 11 evenly spaced steps, 0 and the last included
+    ks: tuple[int, ...] = (30,)
+    metrics: tuple[str, ...] = ("l1",)
+    pca_dims: tuple[int, ...] = ()   # extra k-NN on PCA-reduced embeddings (appendix B: 64)
+    eval_train: bool = False      # also evaluate on the training set
+    exclude_self: bool = False    # leave-one-out on the training set (the paper: False)
+    probe_layers: tuple[str, ...] = ()  # k-NN on these layers at the last evaluation (section 4.2)
+    limit: tuple[int, int] | None = None  # keep only the first (n_train, n_test) images
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        _validate(self)
+
+    def resolve(self) -> "RunConfig":
+        """Fill every default explicitly (so the hash names the real settings)."""
+        gd = self.optimizer == "gd"
+        ms = self.lr_milestones
+        if ms is None:  # CIFAR: epochs 60/120/160 of 200 = 30/60/80% of the steps; GD: 200, 300
+            ms = (200, 300) if gd else tuple(int(self.steps * f) for f in (0.3, 0.6, 0.8))
+        ev = self.eval_steps
+        if ev is None:
+            ev = tuple(sorted({round(self.steps * i / 10) for i in range(11)}))
+        is_wrn = self.model == "wrn"
+        return dataclasses.replace(
+            self,
+            depth=(self.depth or 28) if is_wrn else None,
+            width=(self.width or 10) if is_wrn else None,
+            batch_size=self.batch_size if self.batch_size is not None else (0 if gd else 200),
+            lr=self.lr if self.lr is not None else (10.0 if gd else 0.1),
+            lr_milestones=tuple(ms),
+            momentum=self.momentum if self.momentum is not None else (0.0 if gd else 0.9),
+            weight_decay=(self.weight_decay if self.weight_decay is not None
+                          else (0.0 if gd else paper_weight_decay(self.model, self.dataset))),
+            augment=self.augment if self.augment is not None else not gd,
+            eval_steps=tuple(sorted(set(ev))),
+            ks=tuple(sorted(set(self.ks))),
+            pca_dims=tuple(sorted(set(self.pca_dims))),
+        )
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(d) - set(known)
+        if unknown:
+            raise ConfigError(f"unknown run option(s) {sorted(unknown)}; known: {sorted(known)}")
+        tuples = {"lr_milestones", "eval_steps", "ks", "metrics", "pca_dims", "probe_layers", "limit"}
+        return cls(**{k: (tuple(v) if k in tuples and v is not None else v) for k, v in d.items()})
+
+    def key(self, version: str) -> str:
+        blob = json.dumps({"config": self.resolve().to_dict(), "version": version}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def label(self) -> str:
+        r = self.resolve()
+        arch = f"wrn-{r.depth}-{r.width}" if r.model == "wrn" else r.model
+        extra = "" if r.labels == "true" else " random labels"
+        return f"{arch} on {r.dataset}{extra}, {r.optimizer.upper()} {r.steps} steps, seed {r.seed}"
+
+
+def paper_weight_decay(model: str, dataset: str) -> float:
+    """Appendix A: Wide-ResNet 0.0008 (Zagoruyko's 0.0005 x 200/128); LeNet 0 / 0.008 / 0.01 for
+    MNIST / CIFAR-10 / CIFAR-100; MLP-640 none. MNIST-like data (mnist5k) follows MNIST; other image
+    folders follow CIFAR-10."""
+    if model == "wrn":
+        return 0.0008
+    if model == "lenet":
+        if dataset in ("mnist", "mnist5k"):
+            return 0.0
+        return 0.01 if dataset == "cifar100" else 0.008
+    return 0.0
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _validate(c: RunConfig):
+    def need(cond, msg):
+        if not cond:
+            raise ConfigError(msg)
+
+    need(isinstance(c.dataset, str) and (c.dataset in ("mnist5k",) + TORCHVISION_DATASETS
+                                         or c.dataset.startswith("imagefolder:")),
+         f"unknown dataset {c.dataset!r}; choose one of {', '.join(DATASETS)}")
+    need(c.model in MODELS, f"unknown model {c.model!r}; choose one of {', '.join(MODELS)}")
+    need(c.optimizer in OPTIMIZERS, f"unknown optimizer {c.optimizer!r}; choose one of {OPTIMIZERS}")
+    need(c.labels in ("true", "random"), f"labels must be 'true' or 'random', got {c.labels!r}")
+    need(_is_int(c.steps) and c.steps > 0, f"steps must be a positive integer, got {c.steps!r}")
+    need(_is_int(c.seed), f"seed must be an integer, got {c.seed!r}")
+    need(_is_int(c.label_seed), f"label_seed must be an integer, got {c.label_seed!r}")
+    need(c.batch_size is None or (_is_int(c.batch_size) and c.batch_size >= 0),
+         f"batch_size must be a positive integer (0 = whole training set), got {c.batch_size!r}")
+    for name in ("lr", "weight_decay", "momentum"):
+        v = getattr(c, name)
+        need(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0),
+             f"{name} must be a non-negative number, got {v!r}")
+    need(isinstance(c.lr_factor, (int, float)) and 0 < c.lr_factor <= 1,
+         f"lr_factor must be in (0, 1], got {c.lr_factor!r}")
+    need(isinstance(c.ks, tuple) and c.ks and all(_is_int(k) and k > 0 for k in c.ks),
+         f"ks must be a non-empty tuple of positive integers, got {c.ks!r}")
+    need(isinstance(c.metrics, tuple) and c.metrics and all(m in METRICS for m in c.metrics),
+         f"metrics must be a non-empty tuple from {METRICS}, got {c.metrics!r}")
+    need(isinstance(c.pca_dims, tuple) and all(_is_int(p) and p > 0 for p in c.pca_dims),
+         f"pca_dims must be a tuple of positive integers, got {c.pca_dims!r}")
+    for name in ("eval_steps", "lr_milestones"):
+        v = getattr(c, name)
+        need(v is None or (isinstance(v, tuple) and all(_is_int(s) and 0 <= s <= c.steps for s in v)),
+             f"{name} must be a tuple of integers between 0 and steps={c.steps}, got {v!r}")
+    need(isinstance(c.probe_layers, tuple) and all(isinstance(s, str) for s in c.probe_layers),
+         f"probe_layers must be a tuple of layer names, got {c.probe_layers!r}")
+    need(c.limit is None or (isinstance(c.limit, tuple) and len(c.limit) == 2
+                             and all(_is_int(n) and n > 0 for n in c.limit)),
+         f"limit must be None or (n_train, n_test), got {c.limit!r}")
+    need(c.model == "wrn" or (c.depth is None and c.width is None),
+         f"depth and width apply to the 'wrn' model only, not {c.model!r}")
+    for name in ("eval_train", "exclude_self"):
+        need(isinstance(getattr(c, name), bool), f"{name} must be True or False")
+    for name in ("augment",):
+        need(getattr(c, name) is None or isinstance(getattr(c, name), bool), f"{name} must be True, False or None")
+    need(isinstance(c.device, str), f"device must be a string such as 'cpu' or 'cuda', got {c.device!r}")
+

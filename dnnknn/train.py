@@ -1,0 +1,212 @@
+"""Training with the paper's schedule (appendix A, D) and the k-NN evaluation along the way.
+
+`fit(cfg, data, workdir)` trains `cfg.model` on `data`, and at each of `cfg.eval_steps` (step 0 =
+before training) records the network's predictions and the k-NN predictions on the test set (and
+the training set when `cfg.eval_train`), for every k, metric and PCA dimension from one neighbour
+search per metric. It checkpoints into `workdir` and resumes from there: randomness is drawn per
+step from (seed, step) - the epoch's permutation from (seed, epoch), the augmentation from
+(seed, step) - so a resumed run replays exactly the steps an uninterrupted run would have taken.
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import knn as knnlib
+from .config import RunConfig
+from .data import Dataset, augment
+from .errors import ConfigError, TrainingDiverged
+from .metrics import agreement
+from .models import build_model
+
+
+@dataclass
+class Records:
+    """What a run produces: a long table of measures plus every prediction it came from."""
+    rows: list[dict] = field(default_factory=list)      # one per (step, split, layer, metric, k, pca)
+    losses: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, lr)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # predictions and labels
+
+
+def lr_at(cfg: RunConfig, step: int) -> float:
+    return cfg.lr * cfg.lr_factor ** sum(step >= m for m in cfg.lr_milestones)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' asked for but no CUDA GPU is visible; use 'cpu' or 'auto'")
+    return dev
+
+
+def _step_generator(device, seed: int, salt: int, n: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + salt * 7_919 + n)
+
+
+@torch.no_grad()
+def embed(model, x: torch.Tensor, layers=("embedding",), batch: int = 1000) -> dict[str, torch.Tensor]:
+    """Features of the named layers and the logits for all of x, in eval mode, in batches."""
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list] = {}
+    for s in range(0, len(x), batch):
+        for k, v in model.features(x[s:s + batch], layers, logits=True).items():
+            parts.setdefault(k, []).append(v.float().cpu())
+    model.train(was_training)
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def _knn_all(cfg, train_feat, train_y, query_feat, num_classes, exclude_self, pcas=True):
+    """{(metric, k, pca): predictions} for every k and metric (pca 0 = none)."""
+    out = {}
+    spaces = [(0, train_feat, query_feat)]
+    if pcas:
+        for p in cfg.pca_dims:
+            if p > train_feat.shape[1]:
+                continue
+            pca = knnlib.PCA(p).fit(train_feat)
+            spaces.append((p, pca.transform(train_feat), pca.transform(query_feat)))
+    dev = cfg.device
+    for p, ref, qry in spaces:
+        res = knnlib.search(qry, ref, max(cfg.ks), cfg.metrics, exclude_self=exclude_self, device=dev)
+        for metric, (_, idx) in res.items():
+            for k, pred in knnlib.vote(train_y[idx], cfg.ks, num_classes).items():
+                out[(metric, k, p)] = pred
+    return out
+
+
+def evaluate(model, data: Dataset, cfg: RunConfig, step: int, rec: Records, layers=("embedding",)):
+    """Record predictions and measures at `step` for each layer (k-NN fitted on the training
+    set's features of that layer) on the test set, and on the training set when asked."""
+    feats = {"train": embed(model, data.x_train, layers), "test": embed(model, data.x_test, layers)}
+    labels = {s: y.cpu().numpy() for s, y in (("train", data.y_train), ("test", data.y_test))}
+    for split in ("test", "train") if cfg.eval_train else ("test",):
+        dnn = feats[split]["logits"].argmax(1).numpy()
+        rec.arrays[f"{step}/{split}/dnn"] = dnn.astype(np.int16)
+        rec.arrays.setdefault(f"labels/{split}", labels[split].astype(np.int16))
+        for layer in layers:
+            preds = _knn_all(cfg, feats["train"][layer].numpy(), labels["train"],
+                             feats[split][layer].numpy(), data.num_classes,
+                             exclude_self=cfg.exclude_self and split == "train",
+                             pcas=layer == "embedding")
+            for (metric, k, p), pred in preds.items():
+                rec.arrays[f"{step}/{split}/{layer}/{metric}/{k}/{p}"] = pred.astype(np.int16)
+                rec.rows.append({"step": step, "split": split, "layer": layer, "metric": metric,
+                                 "k": k, "pca": p, **agreement(pred, dnn, labels[split])})
+
+
+def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: bool = True) -> Records:
+    """Train and evaluate; resume from `workdir/ckpt.pt` when present. `cfg` must be resolved."""
+    dev = resolve_device(cfg.device)
+    n_train = len(data.y_train)
+    if max(cfg.ks) > n_train - (1 if cfg.exclude_self else 0):
+        raise ConfigError(f"k={max(cfg.ks)} is larger than the training set ({n_train} images); "
+                          f"choose ks <= {n_train}")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = workdir / "ckpt.pt"
+
+    torch.manual_seed(cfg.seed)
+    kwargs = {"depth": cfg.depth, "width": cfg.width} if cfg.model == "wrn" else {}
+    model = build_model(cfg.model, data.shape, data.num_classes, **kwargs).to(dev)
+    if probe := [n for n in cfg.probe_layers if n not in model.layer_names]:
+        raise ConfigError(f"unknown layer {probe[0]!r} for {cfg.model}; it has {model.layer_names}")
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                          nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
+    data = data.to(dev)
+    rec, start, wall = Records(), 0, 0.0
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        rec, start, wall = ck["records"], ck["step"], ck["wall"]
+
+    def save(step):
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "records": rec,
+                    "step": step, "wall": wall + time.time() - t0}, tmp)
+        os.replace(tmp, ckpt_path)
+
+    batch = cfg.batch_size or n_train
+    per_epoch = max(1, n_train // batch)
+    perm_epoch, perm = -1, None
+    last_eval = _last_eval_text(rec)
+    kill_at = int(os.environ.get("DNNKNN_KILL_AT_STEP", "-1"))  # test hook: die like a killed job
+    t0 = last_ckpt = time.time()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.steps, initial=start, disable=not progress, desc=cfg.label(), leave=False,
+               dynamic_ncols=True)
+    step = start
+    try:
+        while True:
+            if step in cfg.eval_steps and not any(r["step"] == step for r in rec.rows):
+                final = step == max(cfg.eval_steps)
+                layers = ["embedding"] + [n for n in cfg.probe_layers if n != "embedding"] if final else ["embedding"]
+                evaluate(model, data, cfg, step, rec, layers)
+                last_eval = _last_eval_text(rec)
+                bar.set_postfix_str(last_eval)
+                save(step)
+                last_ckpt = time.time()
+            if step >= cfg.steps:
+                break
+            if step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            # one training step
+            if batch >= n_train:
+                x, y = data.x_train, data.y_train
+            else:
+                epoch = step // per_epoch
+                if epoch != perm_epoch:
+                    g = _step_generator("cpu", cfg.seed, 1, epoch)
+                    perm, perm_epoch = torch.randperm(n_train, generator=g).to(dev), epoch
+                idx = perm[(step % per_epoch) * batch:(step % per_epoch + 1) * batch]
+                x, y = data.x_train[idx], data.y_train[idx]
+            if cfg.augment:
+                x = augment(x, data.flip, _step_generator(dev, cfg.seed, 2, step))
+            lr = lr_at(cfg, step)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            model.train()
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_v = loss.item()
+            if not math.isfinite(loss_v):
+                raise TrainingDiverged(
+                    f"the loss became {loss_v} at step {step + 1} of {cfg.label()} (lr {lr:g}); "
+                    f"lower the learning rate (--lr) or check the data")
+            step += 1
+            rec.losses.append((step, loss_v, lr))
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix_str(f"loss {loss_v:.3f} | {last_eval}")
+            if time.time() - last_ckpt > 120:
+                save(step)
+                last_ckpt = time.time()
+    finally:
+        bar.close()
+    rec.wall = wall + time.time() - t0  # type: ignore[attr-defined]
+    return rec
+
+
+def _last_eval_text(rec: Records) -> str:
+    rows = [r for r in rec.rows if r["split"] == "test" and r["layer"] == "embedding" and r["pca"] == 0]
+    if not rows:
+        return ""
+    r = rows[-1]
+    return f"step {r['step']}: dnn {r['dnn_acc']:.3f} knn {r['knn_acc']:.3f}"

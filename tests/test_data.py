@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+import torch
+
+from dnnknn.data import augment, load_dataset, random_labels, standardize
+from dnnknn.errors import ConfigError, DataNotFoundError
+
+from .conftest import SHARED_DATA, needs_shared_mnist
+
+
+def test_mnist5k_offline_split():
+    d = load_dataset("mnist5k")
+    assert d.x_train.shape == (4000, 1, 28, 28) and d.x_test.shape == (1000, 1, 28, 28)
+    counts_tr = np.bincount(d.y_train.numpy(), minlength=10)
+    counts_te = np.bincount(d.y_test.numpy(), minlength=10)
+    assert np.abs(counts_tr / 4000 - counts_te / 1000).max() < 0.002  # stratified
+    torch.testing.assert_close(d.x_train.mean((1, 2, 3)), torch.zeros(4000), atol=1e-5, rtol=0)
+    assert not d.flip
+    assert torch.equal(load_dataset("mnist5k").y_test, d.y_test)  # split fixed once
+
+
+def test_standardize_matches_tensorflow_definition():
+    x = torch.rand(3, 3, 8, 8) * 255
+    x[2] = 7.0  # constant image: std clamped to 1/sqrt(N)
+    s = standardize(x)
+    for i in range(2):
+        v = x[i].flatten().double()
+        np.testing.assert_allclose(s[i].flatten(), ((v - v.mean()) / v.std(unbiased=False)).float(), atol=1e-5)
+    assert torch.all(s[2] == 0)
+
+
+def test_augment_is_a_shifted_crop_and_flip():
+    x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).reshape(2, 3, 6, 6) + 1
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        a = augment(x, flip=True, generator=g)
+        assert a.shape == x.shape
+        for b in range(2):
+            padded = torch.nn.functional.pad(x[b], (2, 2, 2, 2))
+            found = any(torch.equal(a[b], cand) for oy in range(5) for ox in range(5)
+                        for cand in (padded[:, oy:oy + 6, ox:ox + 6], padded[:, oy:oy + 6, ox:ox + 6].flip(2)))
+            assert found
+    same = augment(x, False, torch.Generator().manual_seed(3))
+    assert torch.equal(same, augment(x, False, torch.Generator().manual_seed(3)))
+
+
+def test_random_labels_fixed_by_seed():
+    d1 = load_dataset("mnist5k", labels="random", label_seed=4)
+    d2 = load_dataset("mnist5k", labels="random", label_seed=4)
+    true = load_dataset("mnist5k")
+    assert torch.equal(d1.y_train, d2.y_train) and torch.equal(d1.y_test, d2.y_test)
+    assert not torch.equal(d1.y_train, load_dataset("mnist5k", labels="random", label_seed=5).y_train)
+    agree = (d1.y_train == true.y_train).float().mean().item()
+    assert 0.07 < agree < 0.13  # about 1/C
+    assert d1.y_train.min() >= 0 and d1.y_train.max() <= 9
+    a, b = random_labels(100, 50, 3, seed=0)
+    assert a.shape == (100,) and b.shape == (50,)
+
+
+def test_unknown_dataset_and_missing_files(tmp_path):
+    with pytest.raises(ConfigError, match="unknown dataset 'svhn'"):
+        load_dataset("svhn")
+    with pytest.raises(DataNotFoundError, match="cifar100.*not in"):
+        load_dataset("cifar100", root=tmp_path, download=False)
+    with pytest.raises(DataNotFoundError, match="MNIST/raw"):
+        load_dataset("mnist", root=tmp_path, download=False)
+
+
+def test_imagefolder(tmp_path):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("test", 2)):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / split / cls / f"{i}.png")
+    d = load_dataset(f"imagefolder:{tmp_path}")
+    assert d.x_train.shape == (8, 3, 32, 32) and d.num_classes == 2 and d.flip
+    assert d.y_test.tolist() == [0, 0, 1, 1]
+    with pytest.raises(DataNotFoundError, match="train/<class>"):
+        load_dataset(f"imagefolder:{tmp_path / 'nope'}")
+
+
+@needs_shared_mnist
+def test_real_mnist_from_shared_data():
+    d = load_dataset("mnist", root=SHARED_DATA, download=False)
+    assert d.x_train.shape == (60000, 1, 28, 28) and d.x_test.shape == (10000, 1, 28, 28)
+    assert np.bincount(d.y_test.numpy()).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

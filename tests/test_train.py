@@ -1,0 +1,152 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import dnnknn.data
+from dnnknn import ConfigError, RunConfig, RunStore, TrainingDiverged
+from dnnknn.train import lr_at
+
+from .conftest import ROOT
+
+TINY = dict(dataset="mnist5k", model="mlp640", steps=30, eval_steps=(0, 10, 20, 30), limit=(600, 200),
+            ks=(1, 5), metrics=("l1", "l2"), eval_train=True)
+
+
+def test_paper_schedule_defaults():
+    c = RunConfig(dataset="cifar10", model="wrn", steps=50_000).resolve()
+    assert c.lr_milestones == (15_000, 30_000, 40_000)  # epochs 60, 120, 160 of 200 at batch 200
+    assert (c.batch_size, c.lr, c.momentum, c.weight_decay, c.augment) == (200, 0.1, 0.9, 0.0008, True)
+    assert [lr_at(c, s) for s in (0, 14_999, 15_000, 30_000, 40_000)] == pytest.approx([0.1, 0.1, 0.02, 0.004, 0.0008])
+    assert RunConfig(dataset="cifar100", model="lenet").resolve().weight_decay == 0.01
+    assert RunConfig(dataset="cifar10", model="lenet").resolve().weight_decay == 0.008
+    assert RunConfig(dataset="mnist", model="lenet").resolve().weight_decay == 0.0
+    gd = RunConfig(optimizer="gd", steps=400).resolve()
+    assert (gd.batch_size, gd.lr, gd.lr_milestones, gd.weight_decay, gd.augment, gd.momentum) == (0, 10.0, (200, 300), 0.0, False, 0.0)
+    assert RunConfig(steps=1000).resolve().eval_steps[0] == 0
+
+
+def test_run_records_and_cache(store_dir, monkeypatch):
+    store = RunStore()
+    run = store.get(RunConfig(**TINY), progress=False)
+    m = run.measures
+    assert set(m.step) == {0, 10, 20, 30} and set(m.split) == {"train", "test"}
+    assert set(zip(m.metric, m.k)) == {("l1", 1), ("l1", 5), ("l2", 1), ("l2", 5)}
+    # every row is recomputable from the stored predictions
+    p = run.predictions()
+    r = m[(m.step == 30) & (m.split == "test") & (m.metric == "l1") & (m.k == 5)].iloc[0]
+    knn, dnn, y = p["30/test/embedding/l1/5/0"], p["30/test/dnn"], p["labels/test"]
+    assert r.knn_acc == pytest.approx((knn == y).mean()) and r.P_SAME == pytest.approx((knn == dnn).mean())
+    # with the training point among its own neighbours, 1-NN on the training set is perfect
+    assert run.table("train", k=1).knn_acc.eq(1.0).all()
+    assert run.meta["device"] == "cpu" and run.meta["code_version"].startswith("0.")
+    assert run.meta["wall_time_s"] > 0 and len(run.losses) == 30
+    # the second call trains nothing
+    monkeypatch.setattr("dnnknn.train.fit", lambda *a, **k: pytest.fail("trained again"))
+    again = RunStore().get(RunConfig(**TINY))
+    assert again.path == run.path
+    pd.testing.assert_frame_equal(again.measures, m)
+
+
+def test_same_seed_same_numbers_other_seed_differs(tmp_path):
+    a = RunStore(tmp_path / "a").get(RunConfig(**TINY), progress=False)
+    b = RunStore(tmp_path / "b").get(RunConfig(**TINY), progress=False)
+    c = RunStore(tmp_path / "c").get(RunConfig(**{**TINY, "seed": 1}), progress=False)
+    pd.testing.assert_frame_equal(a.measures, b.measures)
+    assert not a.losses.loss.equals(c.losses.loss)
+
+
+def _cli(args, store, env_extra=None):
+    env = {**os.environ, "DNNKNN_RUNS": str(store), **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "dnnknn", "train", "--no-progress", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+CLI_TINY = ["--steps", "40", "--eval-every", "10", "--limit", "600", "200", "--k", "1", "5",
+            "--metric", "l1", "l2", "--eval-train", "--model", "lenet", "--device", "cpu"]
+
+
+def test_kill_and_resume_gives_identical_numbers(tmp_path):
+    killed = _cli(CLI_TINY, tmp_path / "k", {"DNNKNN_KILL_AT_STEP": "25"})
+    assert killed.returncode == -9, killed.stderr  # SIGKILL, mid-way between checkpoints
+    assert list((tmp_path / "k").glob("*/measures.csv")) == []  # nothing finished in the store
+    partial = list((tmp_path / "k" / ".partial").glob("*/ckpt.pt"))
+    assert len(partial) == 1
+    assert torch.load(partial[0], weights_only=False)["step"] == 20
+    resumed = _cli(CLI_TINY, tmp_path / "k")
+    assert resumed.returncode == 0, resumed.stderr
+    whole = _cli(CLI_TINY, tmp_path / "w")
+    assert whole.returncode == 0, whole.stderr
+    (ka,), (wa,) = list((tmp_path / "k").glob("*/measures.csv")), list((tmp_path / "w").glob("*/measures.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(ka), pd.read_csv(wa))
+    pd.testing.assert_frame_equal(pd.read_csv(ka.with_name("losses.csv")), pd.read_csv(wa.with_name("losses.csv")))
+    with np.load(ka.with_name("predictions.npz")) as x, np.load(wa.with_name("predictions.npz")) as y:
+        assert x.files == y.files and all(np.array_equal(x[f], y[f]) for f in x.files)
+    assert not any((tmp_path / "k" / ".partial").iterdir())  # checkpoint cleaned up
+
+
+def test_cli_prints_the_table(tmp_path):
+    r = _cli(["--steps", "20", "--limit", "500", "200", "--eval-train"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    for word in ("dnn_acc", "knn_acc", "MC", "ME", "P_SAME", "test", "train", "records:"):
+        assert word in r.stdout
+    r2 = _cli(["--steps", "20", "--limit", "500", "200", "--eval-train"], tmp_path)
+    assert "from the run store" in r2.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--dataset", "svhn"], "unknown dataset 'svhn'"),
+    (["--steps", "0"], "steps must be a positive integer"),
+    (["--steps", "-5"], "steps must be a positive integer"),
+    (["--k", "900", "--limit", "500", "100"], "k=900 is larger than the training set"),
+    (["--dataset", "cifar10", "--data-dir", "{tmp}/empty"], "could not be downloaded"),
+    (["--probe-layers", "unit_9_9"], "unknown layer"),
+    (["--model", "mlp640", "--depth", "16"], "apply to the 'wrn' model only"),
+])
+def test_bad_input_fails_cleanly(tmp_path, args, message):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    r = _cli(["--steps", "5", *args] if "--steps" not in args else args, tmp_path / "runs",
+             {"no_proxy": "*", "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"})
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert message in r.stderr and r.stderr.startswith("error:")
+    assert "Traceback" not in r.stderr
+    store = tmp_path / "runs"
+    assert not store.exists() or not [p for p in store.iterdir() if p.name != ".partial"]
+    assert not (store / ".partial").exists() or not any((store / ".partial").iterdir())
+
+
+def test_unknown_model_and_metric_in_the_api():
+    with pytest.raises(ConfigError, match="unknown model"):
+        RunConfig(model="vgg")
+    with pytest.raises(ConfigError, match="metrics"):
+        RunConfig(metrics=("cosine",))
+    with pytest.raises(ConfigError, match="steps"):
+        RunConfig(steps="100")
+
+
+def test_nan_loss_stops_with_a_clear_error_and_writes_nothing(store_dir, monkeypatch):
+    real = dnnknn.data.load_dataset
+
+    def poisoned(*a, **k):
+        d = real(*a, **k)
+        d.x_train[:] = float("nan")
+        return d
+
+    monkeypatch.setattr(dnnknn.data, "load_dataset", poisoned)
+    with pytest.raises(TrainingDiverged, match="loss became nan at step 1.*lower the learning rate"):
+        RunStore().get(RunConfig(**{**TINY, "eval_steps": (30,)}), progress=False)
+    assert not [p for p in store_dir.iterdir() if p.name != ".partial"]
+    assert not any((store_dir / ".partial").iterdir())
+
+
+def test_read_only_extra_store_is_searched(tmp_path):
+    run = RunStore(tmp_path / "made").get(RunConfig(**{**TINY, "eval_train": False}), progress=False)
+    other = RunStore(tmp_path / "empty", extra=[tmp_path / "made"])
+    found = other.get(RunConfig(**{**TINY, "eval_train": False}), train=False)
+    assert found.path == run.path
+    with pytest.raises(ConfigError, match="not in"):
+        other.get(RunConfig(**{**TINY, "seed": 9}), train=False)
