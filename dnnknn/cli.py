@@ -36,6 +36,8 @@ def _train_parser(sub):
     p.add_argument("--metric", nargs="+", default=["l1"], choices=METRICS, help="k-NN distances")
     p.add_argument("--pca", type=int, nargs="*", default=[], help="also k-NN after PCA to these dims")
     p.add_argument("--eval-train", action="store_true", help="also evaluate on the training set")
+    p.add_argument("--train-eval-steps", type=int, nargs="*",
+                   help="with --eval-train: evaluate the training set at these steps only (default all)")
     p.add_argument("--exclude-self", action="store_true",
                    help="leave each training point out of its own neighbours (the paper keeps it)")
     p.add_argument("--probe-layers", nargs="*", default=[], help="k-NN on these layers at the last evaluation")
@@ -63,6 +65,7 @@ def config_from_args(a) -> RunConfig:
         lr_milestones=tuple(a.lr_milestones) if a.lr_milestones is not None else None,
         weight_decay=a.weight_decay, augment=False if a.no_augment else None, eval_steps=eval_steps,
         ks=tuple(a.k), metrics=tuple(a.metric), pca_dims=tuple(a.pca), eval_train=a.eval_train,
+        train_eval_steps=tuple(a.train_eval_steps) if a.train_eval_steps is not None else None,
         exclude_self=a.exclude_self, probe_layers=tuple(a.probe_layers),
         limit=tuple(a.limit) if a.limit else None, seed=a.seed,
         device=resolve_device(a.device).type if a.steps > 0 else a.device)
@@ -83,8 +86,32 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dnnknn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
+    b = sub.add_parser("book", help="execute the notebooks with papermill and build the HTML book")
+    b.add_argument("--only", nargs="+", help="only these notebooks (name prefixes, e.g. 01 paper/03)")
+    b.add_argument("-p", nargs="+", action="append", metavar=("NAME", "VALUE"),
+                   help="a notebook parameter (JSON value), e.g. -p steps 500 -p datasets '[\"mnist5k\"]'")
+    b.add_argument("--profile", choices=("quick", "paper"), help="the profile for the notebooks run")
+    b.add_argument("--no-execute", action="store_true", help="only build the HTML from book/")
+    b.add_argument("--no-build", action="store_true", help="only execute the notebooks")
+    e = sub.add_parser("export", help="copy finished runs from the run store into results/ (committed)")
+    e.add_argument("keys", nargs="*", help="run keys (folder names); none = list the store's runs")
+    e.add_argument("--runs-dir", help="run store (default $DNNKNN_RUNS or ./runs)")
+    e.add_argument("--to", default=None, help="destination (default: the repository's results/)")
     a = parser.parse_args(argv)
     try:
+        if a.command == "book":
+            from .book import main as book_main
+            return book_main(a)
+        if a.command == "export":
+            from .runs import RunStore, export
+            store = RunStore(a.runs_dir)
+            if not a.keys:
+                for run in store.runs():
+                    print(run.key, run.config.label(), run.meta["device_name"], sep="  |  ")
+                return 0
+            for key in a.keys:
+                print(f"exported {export(store, key, a.to)}")
+            return 0
         if a.command == "train":
             from .runs import RunStore
 

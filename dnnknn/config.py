@@ -36,11 +36,14 @@ class RunConfig:
     metrics: tuple[str, ...] = ("l1",)
     pca_dims: tuple[int, ...] = ()   # extra k-NN on PCA-reduced embeddings (appendix B: 64)
     eval_train: bool = False      # also evaluate on the training set
+    train_eval_steps: tuple[int, ...] | None = None  # ...at these eval steps only (default: all)
     exclude_self: bool = False    # leave-one-out on the training set (the paper: False)
     probe_layers: tuple[str, ...] = ()  # k-NN on these layers at the last evaluation (section 4.2)
+    probe_ks: tuple[int, ...] = (1, 5, 30, 100)  # ...with these k, the first metric, no PCA
     limit: tuple[int, int] | None = None  # keep only the first (n_train, n_test) images
     seed: int = 0
     device: str = "cpu"
+    precision: str = "fp32"       # "fp32" or "bf16" (autocast for training and embedding)
 
     def __post_init__(self):
         _validate(self)
@@ -67,6 +70,8 @@ class RunConfig:
                           else (0.0 if gd else paper_weight_decay(self.model, self.dataset))),
             augment=self.augment if self.augment is not None else not gd,
             eval_steps=tuple(sorted(set(ev))),
+            train_eval_steps=(tuple(sorted(set(self.train_eval_steps) & set(ev)))
+                              if self.train_eval_steps is not None else None),
             ks=tuple(sorted(set(self.ks))),
             pca_dims=tuple(sorted(set(self.pca_dims))),
         )
@@ -80,7 +85,7 @@ class RunConfig:
         unknown = set(d) - set(known)
         if unknown:
             raise ConfigError(f"unknown run option(s) {sorted(unknown)}; known: {sorted(known)}")
-        tuples = {"lr_milestones", "eval_steps", "ks", "metrics", "pca_dims", "probe_layers", "limit"}
+        tuples = {"lr_milestones", "eval_steps", "train_eval_steps", "probe_ks", "ks", "metrics", "pca_dims", "probe_layers", "limit"}
         return cls(**{k: (tuple(v) if k in tuples and v is not None else v) for k, v in d.items()})
 
     def key(self, version: str) -> str:
@@ -135,11 +140,13 @@ def _validate(c: RunConfig):
          f"lr_factor must be in (0, 1], got {c.lr_factor!r}")
     need(isinstance(c.ks, tuple) and c.ks and all(_is_int(k) and k > 0 for k in c.ks),
          f"ks must be a non-empty tuple of positive integers, got {c.ks!r}")
+    need(isinstance(c.probe_ks, tuple) and all(_is_int(k) and k > 0 for k in c.probe_ks),
+         f"probe_ks must be a tuple of positive integers, got {c.probe_ks!r}")
     need(isinstance(c.metrics, tuple) and c.metrics and all(m in METRICS for m in c.metrics),
          f"metrics must be a non-empty tuple from {METRICS}, got {c.metrics!r}")
     need(isinstance(c.pca_dims, tuple) and all(_is_int(p) and p > 0 for p in c.pca_dims),
          f"pca_dims must be a tuple of positive integers, got {c.pca_dims!r}")
-    for name in ("eval_steps", "lr_milestones"):
+    for name in ("eval_steps", "lr_milestones", "train_eval_steps"):
         v = getattr(c, name)
         need(v is None or (isinstance(v, tuple) and all(_is_int(s) and 0 <= s <= c.steps for s in v)),
              f"{name} must be a tuple of integers between 0 and steps={c.steps}, got {v!r}")
@@ -154,5 +161,6 @@ def _validate(c: RunConfig):
         need(isinstance(getattr(c, name), bool), f"{name} must be True or False")
     for name in ("augment",):
         need(getattr(c, name) is None or isinstance(getattr(c, name), bool), f"{name} must be True, False or None")
+    need(c.precision in ("fp32", "bf16"), f"precision must be 'fp32' or 'bf16', got {c.precision!r}")
     need(isinstance(c.device, str), f"device must be a string such as 'cpu' or 'cuda', got {c.device!r}")
 

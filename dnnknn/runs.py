@@ -162,6 +162,7 @@ class RunStore:
     def _write(self, key, cfg, meta, rows, losses, arrays) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=self.root))
+        tmp.chmod(0o755)
         try:
             (tmp / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -184,3 +185,19 @@ class RunStore:
                 out += [Run(p) for p in sorted(folder.iterdir())
                         if p.is_dir() and all((p / f).exists() for f in RUN_FILES)]
         return out
+
+
+def export(store: RunStore, key: str, to: str | os.PathLike | None = None) -> Path:
+    """Copy a finished run's compact records (no checkpoints) into `to` (default results/)."""
+    src = store.root / key
+    if not all((src / f).exists() for f in RUN_FILES):
+        raise ConfigError(f"no finished run {key!r} in {store.root}; `python -m dnnknn export` lists them")
+    dest_root = Path(to) if to else Path(__file__).resolve().parents[1] / "results"
+    dest_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=dest_root))
+    for f in RUN_FILES:
+        shutil.copy2(src / f, tmp / f)
+    if (dest_root / key).exists():
+        shutil.rmtree(dest_root / key)
+    os.rename(tmp, dest_root / key)
+    return dest_root / key

@@ -56,24 +56,33 @@ def _step_generator(device, seed: int, salt: int, n: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + salt * 7_919 + n)
 
 
+def autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 @torch.no_grad()
-def embed(model, x: torch.Tensor, layers=("embedding",), batch: int = 1000) -> dict[str, torch.Tensor]:
+def embed(model, x: torch.Tensor, layers=("embedding",), batch: int = 1000,
+          precision: str = "fp32") -> dict[str, torch.Tensor]:
     """Features of the named layers and the logits for all of x, in eval mode, in batches."""
     was_training = model.training
     model.eval()
     parts: dict[str, list] = {}
     for s in range(0, len(x), batch):
-        for k, v in model.features(x[s:s + batch], layers, logits=True).items():
+        with autocast(x.device, precision):
+            out = model.features(x[s:s + batch], layers, logits=True)
+        for k, v in out.items():
             parts.setdefault(k, []).append(v.float().cpu())
     model.train(was_training)
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
-def _knn_all(cfg, train_feat, train_y, query_feat, num_classes, exclude_self, pcas=True):
-    """{(metric, k, pca): predictions} for every k and metric (pca 0 = none)."""
+def _knn_all(cfg, train_feat, train_y, query_feat, num_classes, exclude_self, embedding=True):
+    """{(metric, k, pca): predictions} for every k and metric (pca 0 = none); on a probed layer
+    other than the embedding, for cfg.probe_ks and the first metric only."""
     out = {}
     spaces = [(0, train_feat, query_feat)]
-    if pcas:
+    ks, metrics = (cfg.ks, cfg.metrics) if embedding else (cfg.probe_ks, cfg.metrics[:1])
+    if embedding:
         for p in cfg.pca_dims:
             if p > train_feat.shape[1]:
                 continue
@@ -81,9 +90,9 @@ def _knn_all(cfg, train_feat, train_y, query_feat, num_classes, exclude_self, pc
             spaces.append((p, pca.transform(train_feat), pca.transform(query_feat)))
     dev = cfg.device
     for p, ref, qry in spaces:
-        res = knnlib.search(qry, ref, max(cfg.ks), cfg.metrics, exclude_self=exclude_self, device=dev)
+        res = knnlib.search(qry, ref, max(ks), metrics, exclude_self=exclude_self, device=dev)
         for metric, (_, idx) in res.items():
-            for k, pred in knnlib.vote(train_y[idx], cfg.ks, num_classes).items():
+            for k, pred in knnlib.vote(train_y[idx], ks, num_classes).items():
                 out[(metric, k, p)] = pred
     return out
 
@@ -91,9 +100,11 @@ def _knn_all(cfg, train_feat, train_y, query_feat, num_classes, exclude_self, pc
 def evaluate(model, data: Dataset, cfg: RunConfig, step: int, rec: Records, layers=("embedding",)):
     """Record predictions and measures at `step` for each layer (k-NN fitted on the training
     set's features of that layer) on the test set, and on the training set when asked."""
-    feats = {"train": embed(model, data.x_train, layers), "test": embed(model, data.x_test, layers)}
+    feats = {s: embed(model, x, layers, precision=cfg.precision)
+             for s, x in (("train", data.x_train), ("test", data.x_test))}
     labels = {s: y.cpu().numpy() for s, y in (("train", data.y_train), ("test", data.y_test))}
-    for split in ("test", "train") if cfg.eval_train else ("test",):
+    on_train = cfg.eval_train and (cfg.train_eval_steps is None or step in cfg.train_eval_steps)
+    for split in ("test", "train") if on_train else ("test",):
         dnn = feats[split]["logits"].argmax(1).numpy()
         rec.arrays[f"{step}/{split}/dnn"] = dnn.astype(np.int16)
         rec.arrays.setdefault(f"labels/{split}", labels[split].astype(np.int16))
@@ -101,15 +112,16 @@ def evaluate(model, data: Dataset, cfg: RunConfig, step: int, rec: Records, laye
             preds = _knn_all(cfg, feats["train"][layer].numpy(), labels["train"],
                              feats[split][layer].numpy(), data.num_classes,
                              exclude_self=cfg.exclude_self and split == "train",
-                             pcas=layer == "embedding")
+                             embedding=layer == "embedding")
             for (metric, k, p), pred in preds.items():
                 rec.arrays[f"{step}/{split}/{layer}/{metric}/{k}/{p}"] = pred.astype(np.int16)
                 rec.rows.append({"step": step, "split": split, "layer": layer, "metric": metric,
                                  "k": k, "pca": p, **agreement(pred, dnn, labels[split])})
 
 
-def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: bool = True) -> Records:
-    """Train and evaluate; resume from `workdir/ckpt.pt` when present. `cfg` must be resolved."""
+def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: bool | str = True) -> Records:
+    """Train and evaluate; resume from `workdir/ckpt.pt` when present. `cfg` must be resolved.
+    progress: True = a progress bar; "log" = one printed line per evaluation; False = silent."""
     dev = resolve_device(cfg.device)
     n_train = len(data.y_train)
     if max(cfg.ks) > n_train - (1 if cfg.exclude_self else 0):
@@ -146,10 +158,10 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
     last_eval = _last_eval_text(rec)
     kill_at = int(os.environ.get("DNNKNN_KILL_AT_STEP", "-1"))  # test hook: die like a killed job
     t0 = last_ckpt = time.time()
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
-    bar = tqdm(total=cfg.steps, initial=start, disable=not progress, desc=cfg.label(), leave=False,
-               dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=start, disable=progress is not True, desc=cfg.label(),
+               leave=False, dynamic_ncols=True)
     step = start
     try:
         while True:
@@ -159,6 +171,8 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
                 evaluate(model, data, cfg, step, rec, layers)
                 last_eval = _last_eval_text(rec)
                 bar.set_postfix_str(last_eval)
+                if progress == "log":
+                    print(f"  {cfg.label()}: {last_eval} ({time.time() - t0:.0f} s)", flush=True)
                 save(step)
                 last_ckpt = time.time()
             if step >= cfg.steps:
@@ -181,7 +195,8 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
             for group in opt.param_groups:
                 group["lr"] = lr
             model.train()
-            loss = F.cross_entropy(model(x), y)
+            with autocast(dev, cfg.precision):
+                loss = F.cross_entropy(model(x).float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -205,8 +220,10 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
 
 
 def _last_eval_text(rec: Records) -> str:
+    """'step S: dnn A knn B' for the last test evaluation (k nearest to 30, the first metric)."""
     rows = [r for r in rec.rows if r["split"] == "test" and r["layer"] == "embedding" and r["pca"] == 0]
     if not rows:
         return ""
-    r = rows[-1]
-    return f"step {r['step']}: dnn {r['dnn_acc']:.3f} knn {r['knn_acc']:.3f}"
+    last = [r for r in rows if r["step"] == rows[-1]["step"] and r["metric"] == rows[0]["metric"]]
+    r = min(last, key=lambda r: abs(r["k"] - 30))
+    return f"step {r['step']}: dnn {r['dnn_acc']:.3f} knn(k={r['k']}) {r['knn_acc']:.3f}"

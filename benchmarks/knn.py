@@ -1,0 +1,135 @@
+"""Exact k-NN benchmark: dnnknn against faiss-cpu and scikit-learn, in one run on the same data.
+
+    python benchmarks/knn.py            # 10k queries x 50k references x 640 dims (a few minutes)
+    python benchmarks/knn.py --small    # 2k x 10k, seconds (CI)
+
+Random unit vectors (like the L2-normalised embeddings). Prints each method's time, the ratios of
+dnnknn to faiss and to scikit-learn, dnnknn's time for k = 1, 5, 30, 100, 150, 1000 and both
+metrics together against its single L1 search, and the peak memory above the inputs.
+On CUDA (when a GPU is present) it also prints queries per second for both metrics.
+"""
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+
+import numpy as np
+import psutil
+import torch
+
+from dnnknn.knn import KNNClassifier, search
+
+KS = (1, 5, 30, 100, 150, 1000)
+
+
+class PeakRSS:
+    """Peak resident memory above the level at entry, sampled every 5 ms."""
+
+    def __enter__(self):
+        self.proc = psutil.Process()
+        self.base = self.peak = self.proc.memory_info().rss
+        self.stop = False
+        self.t = threading.Thread(target=self._watch, daemon=True)
+        self.t.start()
+        return self
+
+    def _watch(self):
+        while not self.stop:
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self.stop = True
+        self.t.join()
+        self.mb = (self.peak - self.base) / 2**20
+
+
+def timed(fn, repeat=1):
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--small", action="store_true", help="2k x 10k, for CI")
+    ap.add_argument("--queries", type=int)
+    ap.add_argument("--refs", type=int)
+    ap.add_argument("--dim", type=int, default=640)
+    ap.add_argument("--k", type=int, default=30)
+    ap.add_argument("--skip-sklearn", action="store_true", help="scikit-learn's manhattan takes minutes")
+    a = ap.parse_args(argv)
+    nq = a.queries or (2_000 if a.small else 10_000)
+    nr = a.refs or (10_000 if a.small else 50_000)
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((nq, a.dim)).astype(np.float32)
+    r = rng.standard_normal((nr, a.dim)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    r /= np.linalg.norm(r, axis=1, keepdims=True)
+    y = rng.integers(0, 10, nr)
+    print(f"# exact k-NN, {nq} queries x {nr} references x {a.dim} dims, k = {a.k}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    search(q[:16], r[:64], 4, ("l1", "l2"))  # compile the kernels (cached per process)
+    search(q[:16], r[:64], 4, ("l1",))
+
+    t, mem = {}, {}
+    with PeakRSS() as p:
+        t["dnnknn L1"], (_, i_l1) = timed(lambda: search(q, r, a.k, "l1")["l1"])
+    mem["dnnknn L1"] = p.mb
+    with PeakRSS() as p:
+        t["dnnknn L2"], (_, i_l2) = timed(lambda: search(q, r, a.k, "l2")["l2"])
+    mem["dnnknn L2"] = p.mb
+    knn = KNNClassifier().fit(r, y)
+    with PeakRSS() as p:
+        t["dnnknn all k, L1+L2"], preds = timed(lambda: knn.predict_many(q, ks=KS, metrics=("l1", "l2")))
+    mem["dnnknn all k, L1+L2"] = p.mb
+
+    try:
+        import faiss
+        for name, metric in (("faiss IndexFlat L1", faiss.METRIC_L1), ("faiss IndexFlatL2", None)):
+            index = faiss.IndexFlatL2(a.dim) if metric is None else faiss.IndexFlat(a.dim, metric)
+            index.add(r)
+            t[name], (_, fi) = timed(lambda: index.search(q, a.k))
+            ref = i_l2 if metric is None else i_l1
+            print(f"  {name}: neighbours equal to dnnknn's for {np.mean(fi == ref):.4%} of entries")
+    except ImportError:
+        print("  faiss-cpu is not installed: pip install faiss-cpu")
+    if not a.skip_sklearn:
+        from sklearn.neighbors import KNeighborsClassifier
+        for name, p_ in (("sklearn brute euclidean", 2), ("sklearn brute manhattan", 1)):
+            sk = KNeighborsClassifier(n_neighbors=a.k, p=p_, algorithm="brute").fit(r, y)
+            t[name], (_, si) = timed(lambda: sk.kneighbors(q))
+            ref = i_l2 if p_ == 2 else i_l1
+            print(f"  {name}: neighbours equal to dnnknn's for {np.mean(si == ref):.4%} of entries")
+
+    print(f"\n| method | seconds | peak MB above inputs |\n|---|---|---|")
+    for name, s in t.items():
+        print(f"| {name} | {s:.2f} | {mem.get(name, float('nan')):.0f} |")
+    print("\n| ratio | value | target |\n|---|---|---|")
+
+    def ratio(a_, b_, target):
+        if a_ in t and b_ in t:
+            print(f"| {a_} / {b_} | {t[a_] / t[b_]:.2f}x faster | {target} |")
+    ratio("faiss IndexFlat L1", "dnnknn L1", ">= 3")
+    ratio("sklearn brute manhattan", "dnnknn L1", ">= 9")
+    ratio("faiss IndexFlatL2", "dnnknn L2", ">= 1")
+    ratio("sklearn brute euclidean", "dnnknn L2", "")
+    print(f"| (k = {', '.join(map(str, KS))}; L1 and L2) / single L1 | "
+          f"{t['dnnknn all k, L1+L2'] / t['dnnknn L1']:.2f}x the time | < 1.3 |")
+    assert len(preds) == 2 * len(KS)
+
+    if torch.cuda.is_available():
+        qd, rd = torch.from_numpy(q).cuda(), torch.from_numpy(r).cuda()
+        for metric in ("l1", "l2"):
+            search(qd[:256], rd, a.k, metric)
+            torch.cuda.synchronize()
+            s, _ = timed(lambda: (search(qd, rd, a.k, metric), torch.cuda.synchronize()), repeat=3)
+            print(f"| CUDA {torch.cuda.get_device_name()} {metric} | {s:.3f} s | {nq / s:,.0f} queries/s |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Seaborn figures in the paper's colours: DNN black, k-NN red; MC blue, ME red.
+
+Each `*_grid` function draws one panel per (row, column) from a dict of runs (None = not run) and
+returns the figure; the caller captions it with what the runs were (`Params.describe`).
+"""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+DNN, KNN, MC, ME = "black", "tab:red", "tab:blue", "tab:red"
+LAYER_K_COLOURS = {1: "tab:blue", 5: "tab:orange", 30: "tab:red", 100: "tab:green"}
+NAMES = {"mlp640": "MLP-640", "lenet": "LeNet", "wrn": "Wide-ResNet", "mnist": "MNIST",
+         "mnist5k": "MNIST-5k", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+
+
+def theme():
+    sns.set_theme(style="whitegrid", context="notebook", font_scale=0.9)
+
+
+def name(x: str) -> str:
+    return NAMES.get(x, x.replace("imagefolder:", ""))
+
+
+def grid(rows, cols, panel, runs: dict, height=2.6, width=3.4, sharey=True, legend=True):
+    """Call panel(ax, run, row, col) for each cell; cells without a run say so."""
+    theme()
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(width * len(cols), height * len(rows)),
+                             squeeze=False, sharey=sharey)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            ax = axes[i, j]
+            run = runs.get((r, c))
+            if run is None:
+                ax.text(0.5, 0.5, "not run here", ha="center", va="center", transform=ax.transAxes,
+                        color="grey")
+                ax.set_xticks([])
+            else:
+                panel(ax, run, r, c)
+            ax.set_title(f"{name(c)} — {name(r)}" if isinstance(r, str) else name(c), fontsize=10)
+    if legend:
+        handles, labels = [], []
+        for ax in axes.flat:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labels:
+                    handles.append(h)
+                    labels.append(lab)
+        if handles:
+            fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False,
+                       bbox_to_anchor=(0.5, 1.02))
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_panel(split="test", k=30, metric="l1", colours=(DNN, KNN), percent=True):
+    def panel(ax, run, *_):
+        t = run.table(split, k=k, metric=metric)
+        s = 100 if percent else 1
+        ax.plot(t.step, s * t.dnn_acc, color=colours[0], marker=".", label="DNN")
+        ax.plot(t.step, s * t.knn_acc, color=colours[1], marker=".", label=f"k-NN (k={k}, {metric.upper()})")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(f"{split} accuracy (%)")
+    return panel
+
+
+def mc_me_panel(split="test", k=30, metric="l1", me_if_undefined=None):
+    def panel(ax, run, *_):
+        t = run.table(split, k=k, metric=metric, me_if_undefined=me_if_undefined)
+        ax.plot(t.step, t.MC, color=MC, marker=".", label="MC")
+        ax.plot(t.step, t.ME, color=ME, marker=".", label="ME")
+        ax.set_xlabel("training step")
+        ax.set_ylim(-0.02, 1.02)
+    return panel
+
+
+def p_same_panel(splits=("test",), k=30, metric="l1"):
+    colours = {"test": "tab:purple", "train": "tab:green"}
+
+    def panel(ax, run, *_):
+        for split in splits:
+            t = run.table(split, k=k, metric=metric)
+            ax.plot(t.step, t.P_SAME, color=colours[split], marker=".", label=f"P_SAME ({split})")
+        ax.set_xlabel("training step")
+        ax.set_ylim(-0.02, 1.02)
+    return panel
+
+
+def layers_panel(ks=(1, 5, 30, 100), metric="l1"):
+    def panel(ax, run, *_):
+        m = run.measures
+        last = m[(m.step == m.step.max()) & (m.split == "test") & (m.metric == metric) & (m.pca == 0)]
+        order = [layer for layer in run.config.probe_layers if layer in set(last.layer)]
+        x = np.arange(len(order))
+        for k in ks:
+            acc = last[last.k == k].set_index("layer").knn_acc.reindex(order)
+            ax.plot(x, 100 * acc.values, "o", color=LAYER_K_COLOURS.get(k), label=f"k-NN k={k}", ms=4)
+        dnn = last.dnn_acc.iloc[0]
+        ax.axhline(100 * dnn, color=DNN, ls="--", label="DNN")
+        ax.set_xticks(x, order, rotation=70, fontsize=7)
+        ax.set_ylabel("test accuracy (%)")
+    return panel
