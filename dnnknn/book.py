@@ -42,8 +42,8 @@ def _parse_value(text: str):
         return text
 
 
-def execute(source: str, page: str, parameters: dict, cwd: Path = ROOT) -> float:
-    """Run notebooks/<source> into book/<page> with papermill; returns the wall time."""
+def execute(source: str, page: str, parameters: dict, cwd: Path = ROOT, book: Path = BOOK) -> float:
+    """Run notebooks/<source> into <book>/<page> with papermill; returns the wall time."""
     import papermill as pm
 
     from . import __version__  # noqa: F401
@@ -56,7 +56,7 @@ def execute(source: str, page: str, parameters: dict, cwd: Path = ROOT) -> float
     unknown = sorted(set(parameters) - known)
     if unknown:
         raise ConfigError(f"unknown parameter {unknown[0]!r} for {source}; its parameters are {sorted(known)}")
-    out = BOOK / page
+    out = Path(book) / page
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".ipynb", prefix=".tmp-", dir=out.parent)
     os.close(fd)
@@ -66,6 +66,9 @@ def execute(source: str, page: str, parameters: dict, cwd: Path = ROOT) -> float
                             progress_bar=False, log_output=True, request_save_on_cell_execute=False)
         wall = time.time() - t
         nb = json.loads(Path(tmp).read_text())
+        if Path(page).parent != Path("."):  # a second copy of a chapter: its own labels and title
+            _relabel(nb, suffix=f"-{Path(page).parent.name}",
+                     title=f" ({parameters.get('profile', 'quick')} profile)")
         dev = parameters.get("device", "auto")
         import torch
         dev = "cuda" if dev == "auto" and torch.cuda.is_available() else ("cpu" if dev == "auto" else dev)
@@ -79,14 +82,32 @@ def execute(source: str, page: str, parameters: dict, cwd: Path = ROOT) -> float
         raise
 
 
-def build(warnings_as_errors: bool = True) -> Path:
-    cmd = [sys.executable, "-m", "jupyter_book.cli.main", "build", str(BOOK)]
+def _relabel(nb: dict, suffix: str, title: str):
+    """Make figure labels unique (`:name: "x"` -> "x<suffix>", numrefs too) and mark the title."""
+    import re
+
+    first = True
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "markdown":
+            continue
+        text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        text = re.sub(r':name: "([^"]+)"', lambda m: f':name: "{m.group(1)}{suffix}"', text)
+        text = re.sub(r"\{numref\}`([^`]+)`", lambda m: f"{{numref}}`{m.group(1)}{suffix}`", text)
+        if first:
+            text = re.sub(r"^# (.*)$", lambda m: f"# {m.group(1)}{title}", text, count=1, flags=re.M)
+            first = False
+        cell["source"] = text
+
+
+def build(warnings_as_errors: bool = True, book: Path = BOOK) -> Path:
+    cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
+           "build", str(book)]
     if warnings_as_errors:
         cmd += ["-W", "-n", "--keep-going"]
-    r = subprocess.run(cmd, cwd=ROOT)
+    r = subprocess.run(cmd, cwd=Path(book).parent)
     if r.returncode:
         raise ConfigError("jupyter-book build failed (see the messages above)")
-    return BOOK / "_build" / "html" / "index.html"
+    return Path(book).parent / "_build" / "html" / "index.html"  # beside _config.yml
 
 
 def main(args) -> int:

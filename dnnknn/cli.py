@@ -97,11 +97,48 @@ def main(argv=None) -> int:
     e.add_argument("keys", nargs="*", help="run keys (folder names); none = list the store's runs")
     e.add_argument("--runs-dir", help="run store (default $DNNKNN_RUNS or ./runs)")
     e.add_argument("--to", default=None, help="destination (default: the repository's results/)")
+    g = sub.add_parser("grid", help="submit every run a profile needs through submitit (Slurm or local)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g.add_argument("--profile", default="paper", choices=("quick", "paper"))
+    g.add_argument("--executor", default="slurm", choices=("slurm", "local"),
+                   help="slurm: one job per run; local: local processes through submitit")
+    g.add_argument("--partition", help="Slurm partition")
+    g.add_argument("--gpus-per-job", type=int, default=1)
+    g.add_argument("--cpus-per-job", type=int, default=8)
+    g.add_argument("--timeout-min", type=int, default=24 * 60, help="time limit per job")
+    g.add_argument("--no-wait", action="store_true", help="return after submitting")
+    g.add_argument("--log-dir", help="submitit logs (default <runs-dir>/grid-logs; shared on a cluster)")
+    g.add_argument("--datasets", nargs="+", help="default: the profile's")
+    g.add_argument("--models", nargs="+", choices=MODELS, help="default: all three")
+    g.add_argument("--steps", type=int, help="default: the profile's")
+    g.add_argument("--n-runs", type=int, help="Wide-ResNet seeds for Table 1 (default: the profile's)")
+    g.add_argument("--sections", nargs="+", default=["main", "random", "gd"], choices=("main", "random", "gd"),
+                   help="which kinds of runs")
+    g.add_argument("--device", default="cuda", help="device the jobs train on")
+    g.add_argument("--data-dir", help="dataset root, shared with the compute nodes")
+    g.add_argument("--runs-dir", help="run store, shared with the compute nodes")
+    g.add_argument("--dry-run", action="store_true", help="list the runs and what is missing; submit nothing")
     a = parser.parse_args(argv)
     try:
         if a.command == "book":
             from .book import main as book_main
             return book_main(a)
+        if a.command == "grid":
+            from .experiments import Params
+            from .grid import grid_configs, submit
+
+            P = Params.from_notebook(profile=a.profile, datasets=a.datasets, models=a.models, steps=a.steps,
+                                     n_runs=a.n_runs, device=a.device, data_dir=a.data_dir,
+                                     runs_dir=a.runs_dir, train_missing=True)
+            cfgs = grid_configs(P, *(s in a.sections for s in ("main", "random", "gd")))
+            if a.dry_run:
+                store = P.store()
+                for c in cfgs:
+                    print(("done    " if store.find(c) else "missing ") + c.label())
+                return 0
+            submit(P, cfgs, a.executor, a.log_dir, a.partition, a.gpus_per_job, a.cpus_per_job,
+                   a.timeout_min, wait=not a.no_wait)
+            return 0
         if a.command == "export":
             from .runs import RunStore, export
             store = RunStore(a.runs_dir)

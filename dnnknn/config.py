@@ -53,7 +53,8 @@ class RunConfig:
         gd = self.optimizer == "gd"
         ms = self.lr_milestones
         if ms is None:  # CIFAR: epochs 60/120/160 of 200 = 30/60/80% of the steps; GD: 200, 300
-            ms = (200, 300) if gd else tuple(int(self.steps * f) for f in (0.3, 0.6, 0.8))
+            ms = (tuple(m for m in (200, 300) if m <= self.steps) if gd
+                  else tuple(int(self.steps * f) for f in (0.3, 0.6, 0.8)))
         ev = self.eval_steps
         if ev is None:
             ev = tuple(sorted({round(self.steps * i / 10) for i in range(11)}))

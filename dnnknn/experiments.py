@@ -62,8 +62,8 @@ class Params:
     wrn_width: int = 10
     random_limit: tuple[int, int] | None = None
     random_steps: int | None = None
-    gd_steps: int = 400
-    gd_eval_every: int = 20
+    gd_steps: int | None = 400
+    gd_eval_every: int | None = 20
     gd_dataset: str = "mnist"
 
     @classmethod
@@ -115,6 +115,10 @@ class Params:
     # -- the runs --------------------------------------------------------------------------
     @property
     def device_type(self) -> str:
+        """'cuda' or 'cpu'. An explicit 'cuda' is taken as asked (a cluster's login node that
+        submits the jobs may have no GPU); 'auto' looks at this machine."""
+        if self.device.startswith("cuda"):
+            return "cuda"
         from .train import resolve_device
         return resolve_device(self.device).type
 

@@ -5,12 +5,9 @@ returns the figure; the caller captions it with what the runs were (`Params.desc
 """
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
 
 DNN, KNN, MC, ME = "black", "tab:red", "tab:blue", "tab:red"
 LAYER_K_COLOURS = {1: "tab:blue", 5: "tab:orange", 30: "tab:red", 100: "tab:green"}

@@ -134,6 +134,8 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
     torch.manual_seed(cfg.seed)
     kwargs = {"depth": cfg.depth, "width": cfg.width} if cfg.model == "wrn" else {}
     model = build_model(cfg.model, data.shape, data.num_classes, **kwargs).to(dev)
+    fmt = torch.channels_last if dev.type == "cuda" and cfg.model != "mlp640" else torch.contiguous_format
+    model = model.to(memory_format=fmt)  # channels-last helps convolutions on GPUs
     if probe := [n for n in cfg.probe_layers if n not in model.layer_names]:
         raise ConfigError(f"unknown layer {probe[0]!r} for {cfg.model}; it has {model.layer_names}")
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
@@ -191,6 +193,7 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
                 x, y = data.x_train[idx], data.y_train[idx]
             if cfg.augment:
                 x = augment(x, data.flip, _step_generator(dev, cfg.seed, 2, step))
+            x = x.contiguous(memory_format=fmt)
             lr = lr_at(cfg, step)
             for group in opt.param_groups:
                 group["lr"] = lr

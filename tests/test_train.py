@@ -150,3 +150,14 @@ def test_read_only_extra_store_is_searched(tmp_path):
     assert found.path == run.path
     with pytest.raises(ConfigError, match="not in"):
         other.get(RunConfig(**{**TINY, "seed": 9}), train=False)
+
+
+def test_bf16_and_fp32_training_agree_within_noise(tmp_path):
+    base = dict(dataset="mnist5k", model="lenet", steps=60, eval_steps=(60,), limit=(1000, 500), ks=(30,))
+    acc = {}
+    for precision in ("fp32", "bf16"):
+        run = RunStore(tmp_path).get(RunConfig(**base, precision=precision), progress=False)
+        acc[precision] = run.final()
+    assert acc["fp32"].dnn_acc > 0.6  # it learned something
+    assert abs(acc["fp32"].dnn_acc - acc["bf16"].dnn_acc) < 0.05
+    assert abs(acc["fp32"].knn_acc - acc["bf16"].knn_acc) < 0.05

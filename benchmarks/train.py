@@ -1,0 +1,105 @@
+"""Training throughput and model-FLOP utilisation of each model at batch 200 (the paper's).
+
+    python benchmarks/train.py                 # Wide-ResNet-28-10, LeNet, MLP-640 on CIFAR-shaped data
+    python benchmarks/train.py --small         # CPU: Wide-ResNet-10-1 and fewer steps
+
+One training step is what `dnnknn.train.fit` does: batch augmentation on the device, autocast
+(bf16 on CUDA unless --fp32), channels-last convolutions on CUDA, Nesterov SGD. FLOPs per image are
+counted with torch.utils.flop_counter over one forward and backward pass (not guessed); MFU =
+FLOPs/image x images/s / the device's dense peak (--peak-tflops; known GPUs are filled in).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from dnnknn.data import augment
+from dnnknn.models import build_model, count_parameters
+
+PEAK_BF16_TFLOPS = {"H100": 790.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}  # dense
+
+
+def device_peak(dev: torch.device, precision: str) -> float | None:
+    if dev.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(dev)
+    for key, tf in PEAK_BF16_TFLOPS.items():
+        if key in name:
+            return tf if precision == "bf16" else tf / 2  # tf32 dense is half of bf16 on these parts
+    return None
+
+
+def bench(model_name, kw, dev, precision, batch, warmup, steps, shape=(3, 32, 32)):
+    torch.manual_seed(0)
+    model = build_model(model_name, shape, 10, **kw).to(dev)
+    fmt = torch.channels_last if dev.type == "cuda" and model_name != "mlp640" else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    x_all = torch.randn(batch * 4, *shape, device=dev)
+    y_all = torch.randint(0, 10, (batch * 4,), device=dev)
+    g = torch.Generator(device=dev).manual_seed(0)
+
+    def step(i):
+        idx = slice((i % 4) * batch, (i % 4 + 1) * batch)
+        x = augment(x_all[idx], True, g).contiguous(memory_format=fmt)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = F.cross_entropy(model(x).float(), y_all[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
+    with FlopCounterMode(display=False) as fc:
+        step(0)
+    flops_per_image = fc.get_total_flops() / batch
+    for i in range(warmup):
+        step(i)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for i in range(steps):
+        loss = step(i)
+    loss.item()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    dt = (time.perf_counter() - t) / steps
+    return count_parameters(model), flops_per_image, batch / dt
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--small", action="store_true", help="CPU-sized: Wide-ResNet-10-1, 2 timed steps")
+    ap.add_argument("--fp32", action="store_true", help="no bf16 autocast")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch", type=int, default=200)
+    ap.add_argument("--steps", type=int, help="timed steps (default 20 on GPU, 2 with --small)")
+    ap.add_argument("--models", nargs="+", default=["wrn", "lenet", "mlp640"])
+    ap.add_argument("--peak-tflops", type=float, help="the device's dense peak for the chosen precision")
+    a = ap.parse_args(argv)
+    dev = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if a.device == "auto" else a.device))
+    precision = "fp32" if a.fp32 or dev.type == "cpu" else "bf16"
+    steps = a.steps or (2 if a.small else 20)
+    warmup = 1 if a.small else 5
+    batch = 16 if a.small and dev.type == "cpu" else a.batch
+    peak = a.peak_tflops or device_peak(dev, precision)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"# training throughput on {name}, {precision}, batch {batch}, CIFAR-shaped 3x32x32, torch {torch.__version__}")
+    print("| model | params (M) | GFLOP / image (fwd+bwd) | images / s | s / epoch (50k) | 200 epochs (h) | MFU |")
+    print("|---|---|---|---|---|---|---|")
+    for m in a.models:
+        kw = {"depth": 10, "width": 1} if (m == "wrn" and a.small) else ({"depth": 28, "width": 10} if m == "wrn" else {})
+        label = f"wrn-{kw['depth']}-{kw['width']}" if m == "wrn" else m
+        params, fpi, ips = bench(m, kw, dev, precision, batch, warmup, steps)
+        epoch = 50_000 / ips
+        mfu = f"{100 * fpi * ips / (peak * 1e12):.1f}%" if peak else "n/a (pass --peak-tflops)"
+        print(f"| {label} | {params / 1e6:.2f} | {fpi / 1e9:.3f} | {ips:,.0f} | {epoch:.1f} | "
+              f"{200 * epoch / 3600:.2f} | {mfu} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Open a built book in headless Chromium (Debian's chromium + chromium-driver) through selenium."""
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+
+def _serve(root: Path):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def check_in_chromium(html_dir: Path, screenshot: Path):
+    """Index and one chapter: every image loads, the navigation lists every chapter; screenshot."""
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.skip("chromium / chromedriver missing: `make browser` installs them")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,1000", f"--user-data-dir={tempfile.mkdtemp()}"):
+        opts.add_argument(flag)
+    server = _serve(html_dir)
+    browser = webdriver.Chrome(service=Service(driver), options=opts)
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        from dnnknn.book import PAGES
+        titles = {}
+        from selenium.webdriver.support.ui import WebDriverWait
+        for page in ["index.html", "01_knn_during_training.html"]:
+            browser.get(f"{base}/{page}")
+            if page == "index.html":  # jupyter-book's index redirects to the root page
+                WebDriverWait(browser, 20).until(lambda b: b.current_url.endswith("intro.html"))
+            broken = browser.execute_script(
+                "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
+            assert broken == [], broken
+            nav = browser.execute_script(
+                "return Array.from(document.querySelectorAll('nav.bd-docs-nav a')).map(a => a.getAttribute('href'))")
+            titles[page] = nav
+            for _, p, _ in PAGES:
+                assert any(p.replace(".ipynb", ".html") in (h or "") for h in nav), (p, nav)
+        n_images = browser.execute_script("return document.images.length")
+        assert n_images >= 1
+        browser.save_screenshot(str(screenshot))
+    finally:
+        browser.quit()
+        server.shutdown()
