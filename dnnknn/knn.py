@@ -82,63 +82,74 @@ _KERNELS: dict[bool, object] = {}
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _select_kernel(D, k, vals, idxs):
-    """The k smallest of each row of D (n, m) (non-negative), sorted by (distance, index).
+def _select_kernel(D, k, vals, idxs, qadd, radd):
+    """The k smallest of each row of D (n, m), sorted by (distance, index), into vals/idxs (n, k).
+    If qadd/radd are not empty, row i is first replaced by max(D[i] + qadd[i] + radd, 0) (the
+    norms of the matrix-multiply form of L2, added while the row is in cache).
 
     Exact, and cheaper than a full top-k: a threshold a little above the k-th value - from a strided
     sample of the row when the row is long, else the exact k-th value (introselect) - keeps about
     1.25k candidates in one branch-free pass (if an unlucky sample kept fewer than k, the exact k-th
     value is used). The candidates are sorted on one 64-bit key, (float bits << 32) | index: for
-    non-negative floats the bits order like the values, and the index breaks ties."""
+    non-negative floats the bits order like the values, and the index breaks ties. Rows go in
+    blocks so that each thread allocates its buffers once."""
     n, m = D.shape
-    step = max(1, m // max(1024, 8 * k))
+    step = max(1, m // max(1024, 2 * k))
     ns = (m + step - 1) // step
     rank = min(ns - 1, int(k * ns / m * 1.25) + 16)
-    for i in prange(n):
-        row = D[i]
-        bits = row.view(np.uint32)
-        if step > 1 and rank < ns - 1:
-            thr = np.partition(row[::step].copy(), rank)[rank]
-        else:
-            thr = np.partition(row.copy(), k - 1)[k - 1]
+    add = len(radd) > 0
+    nblocks = min(n, 256)
+    for b in prange(nblocks):
         cand = np.empty(m, np.int64)
-        cnt = 0
-        for j in range(m):
-            cand[cnt] = j
-            cnt += row[j] <= thr
-        if cnt < k:
-            thr = np.partition(row.copy(), k - 1)[k - 1]
+        keys = np.empty(m, np.uint64)
+        sample = np.empty(ns, D.dtype)
+        for i in range(b * n // nblocks, (b + 1) * n // nblocks):
+            row = D[i]
+            if add:
+                qa = qadd[i]
+                for j in range(m):
+                    row[j] = max(row[j] + qa + radd[j], np.float32(0.0))
+            bits = row.view(np.uint32)
+            if step > 1 and rank < ns - 1:
+                for c in range(ns):
+                    sample[c] = row[c * step]
+                thr = np.partition(sample, rank)[rank]
+            else:
+                thr = np.partition(row, k - 1)[k - 1]
             cnt = 0
             for j in range(m):
                 cand[cnt] = j
                 cnt += row[j] <= thr
-        keys = np.empty(cnt, np.uint64)
-        for c in range(cnt):
-            j = cand[c]
-            keys[c] = (np.uint64(bits[j] & np.uint32(0x7FFFFFFF)) << np.uint64(32)) | np.uint64(j)
-        keys.sort()
-        for c in range(k):
-            j = np.int64(keys[c] & np.uint64(0xFFFFFFFF))
-            idxs[i, c] = j
-            vals[i, c] = row[j]
+            if cnt < k:
+                thr = np.partition(row, k - 1)[k - 1]
+                cnt = 0
+                for j in range(m):
+                    cand[cnt] = j
+                    cnt += row[j] <= thr
+            for c in range(cnt):
+                j = cand[c]
+                keys[c] = (np.uint64(bits[j] & np.uint32(0x7FFFFFFF)) << np.uint64(32)) | np.uint64(j)
+            kk = keys[:cnt]
+            kk.sort()
+            for c in range(k):
+                j = np.int64(kk[c] & np.uint64(0xFFFFFFFF))
+                idxs[i, c] = j
+                vals[i, c] = row[j]
 
 
-def _select_cpu(d: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+_EMPTY = np.empty(0, np.float32)
+
+
+def _select_cpu(d: np.ndarray, k: int, qadd=_EMPTY, radd=_EMPTY) -> tuple[torch.Tensor, torch.Tensor]:
     vals = np.empty((len(d), k), np.float32)
     idxs = np.empty((len(d), k), np.int64)
-    _select_kernel(d, k, vals, idxs)
+    _select_kernel(d, k, vals, idxs, qadd, radd)
     return torch.from_numpy(vals), torch.from_numpy(idxs)
 
 
 def _pairwise_cpu(q: np.ndarray, r: np.ndarray, metrics: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Distances (n, m) float32 for each metric ('l2' gives squared distances)."""
+    """Distances (n, m) float32 for each metric ('l2' gives squared distances) from the kernel."""
     n = len(q)
-    if metrics == ("l2",):
-        qq = torch.from_numpy(q)
-        rr = torch.from_numpy(r)
-        d = torch.addmm((rr * rr).sum(1)[None, :], qq, rr.T, alpha=-2.0)
-        d += (qq * qq).sum(1)[:, None]
-        return {"l2": d.clamp_min_(0).numpy()}
     with_l2 = "l2" in metrics
     if with_l2 not in _KERNELS:
         _KERNELS[with_l2] = _build_kernel(with_l2)
@@ -232,15 +243,19 @@ def search(queries, refs, k: int, metrics=("l1",), exclude_self: bool = False,
             budget = int(free * 0.4)
         chunk = max(_QB, min(8192, budget // (4 * len(r) * (len(metrics) + 2))) // _QB * _QB)
     out = {mt: ([], []) for mt in metrics}
+    rnorm = (rn * rn).sum(1) if on_cpu and metrics == ("l2",) else None
     for s in range(0, len(q), chunk):
-        if on_cpu:
-            dist = _pairwise_cpu(qn[s:s + chunk], rn, metrics)
+        if on_cpu and metrics == ("l2",):
+            # matrix-multiply form (numpy's BLAS): -2 q.r, the norms added inside the selection
+            qc = qn[s:s + chunk]
+            selected = {"l2": _select_cpu(np.matmul(qc * np.float32(-2), rn.T), kk, (qc * qc).sum(1), rnorm)}
+        elif on_cpu:
+            selected = {mt: _select_cpu(d, kk) for mt, d in _pairwise_cpu(qn[s:s + chunk], rn, metrics).items()}
         else:
-            dist = _pairwise_torch(q[s:s + chunk], r, metrics)
-        for mt, d in dist.items():
-            v, i = _select_cpu(d, kk) if on_cpu else _select(d, kk)
+            selected = {mt: _select(d, kk) for mt, d in _pairwise_torch(q[s:s + chunk], r, metrics).items()}
+        for mt, (v, i) in selected.items():
             if exclude_self:
-                v, i = _drop_self(v, i, torch.arange(s, s + len(d), device=i.device))
+                v, i = _drop_self(v, i, torch.arange(s, s + len(i), device=i.device))
             if mt == "l2":
                 v = v.sqrt()
             out[mt][0].append(v.cpu())
