@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-all book clean
+.PHONY: setup browser test book clean
 
 setup: $(STAMP)
 
@@ -15,7 +15,12 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-test: setup           ## the test suite (the slow end-to-end checks included)
+browser:              ## Debian's chromium + chromedriver for the browser test (needs root; else it skips)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	  echo "chromium not installed (not root): the browser test will skip"
+
+test: setup browser   ## the test suite (the slow end-to-end checks included)
 	$(PY) -m pytest -q
 
 book: setup           ## execute the notebooks (quick profile) and build the HTML book

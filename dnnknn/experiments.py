@@ -32,7 +32,7 @@ FIG2_KS = (1, 5, 30, 100)
 ALL_KS = tuple(sorted(set(TABLE1_KS) | set(FIG2_KS)))
 
 QUICK = dict(ks=[], datasets=["mnist5k"], models=["mlp640", "lenet", "wrn"], wrn_depth=10, wrn_width=1,
-             steps=300, eval_every=30, n_runs=3, random_limit=[1000, 1000], random_steps=600,
+             steps=300, eval_every=30, n_runs=3, random_limit=[500, 500], random_steps=800,
              gd_steps=400, gd_eval_every=20, gd_dataset="mnist5k")
 PAPER = dict(ks=[], datasets=list(PAPER_DATASETS), models=["mlp640", "lenet", "wrn"], wrn_depth=28,
              wrn_width=10, steps=None, eval_every=None, n_runs=10, random_limit=None,

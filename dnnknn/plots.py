@@ -47,8 +47,10 @@ def grid(rows, cols, panel, runs: dict, height=2.6, width=3.4, sharey=True, lege
                     handles.append(h)
                     labels.append(lab)
         if handles:
+            fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
             fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False,
-                       bbox_to_anchor=(0.5, 1.02))
+                       bbox_to_anchor=(0.5, 1.0))
+            return fig
     fig.tight_layout()
     return fig
 
