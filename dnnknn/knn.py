@@ -147,8 +147,9 @@ def _select_cpu(d: np.ndarray, k: int, qadd=_EMPTY, radd=_EMPTY) -> tuple[torch.
     return torch.from_numpy(vals), torch.from_numpy(idxs)
 
 
-def _pairwise_cpu(q: np.ndarray, r: np.ndarray, metrics: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Distances (n, m) float32 for each metric ('l2' gives squared distances) from the kernel."""
+def _pairwise_cpu(q: np.ndarray, r: np.ndarray, metrics: tuple[str, ...], buffers: dict) -> dict[str, np.ndarray]:
+    """Distances (n, m) float32 for each metric ('l2' gives squared distances) from the kernel,
+    written into `buffers` (reused from chunk to chunk: fresh 100s of MB would cost page faults)."""
     n = len(q)
     with_l2 = "l2" in metrics
     if with_l2 not in _KERNELS:
@@ -156,13 +157,21 @@ def _pairwise_cpu(q: np.ndarray, r: np.ndarray, metrics: tuple[str, ...]) -> dic
     pad = (-n) % _QB
     if pad:
         q = np.concatenate([q, np.zeros((pad, q.shape[1]), q.dtype)])
-    o1 = np.empty((len(q), len(r)), np.float32)
-    o2 = np.empty_like(o1) if with_l2 else o1[:1, :1]
+    rows = len(q)
+    o1 = _buffer(buffers, "l1", rows, len(r))
+    o2 = _buffer(buffers, "l2", rows, len(r)) if with_l2 else o1[:1, :1]
     _KERNELS[with_l2](q, r, o1, o2)
     out = {"l1": o1[:n]}
     if with_l2:
         out["l2"] = o2[:n]
     return out
+
+
+def _buffer(buffers: dict, name: str, rows: int, cols: int) -> np.ndarray:
+    buf = buffers.get(name)
+    if buf is None or buf.shape[0] < rows or buf.shape[1] != cols:
+        buf = buffers[name] = np.empty((rows, cols), np.float32)
+    return buf[:rows]
 
 
 def _pairwise_torch(q: torch.Tensor, r: torch.Tensor, metrics: tuple[str, ...]) -> dict:
@@ -244,13 +253,16 @@ def search(queries, refs, k: int, metrics=("l1",), exclude_self: bool = False,
         chunk = max(_QB, min(8192, budget // (4 * len(r) * (len(metrics) + 2))) // _QB * _QB)
     out = {mt: ([], []) for mt in metrics}
     rnorm = (rn * rn).sum(1) if on_cpu and metrics == ("l2",) else None
+    buffers: dict[str, np.ndarray] = {}
     for s in range(0, len(q), chunk):
         if on_cpu and metrics == ("l2",):
             # matrix-multiply form (numpy's BLAS): -2 q.r, the norms added inside the selection
             qc = qn[s:s + chunk]
-            selected = {"l2": _select_cpu(np.matmul(qc * np.float32(-2), rn.T), kk, (qc * qc).sum(1), rnorm)}
+            d = np.matmul(qc * np.float32(-2), rn.T, out=_buffer(buffers, "mm", len(qc), len(rn)))
+            selected = {"l2": _select_cpu(d, kk, (qc * qc).sum(1), rnorm)}
         elif on_cpu:
-            selected = {mt: _select_cpu(d, kk) for mt, d in _pairwise_cpu(qn[s:s + chunk], rn, metrics).items()}
+            dist = _pairwise_cpu(qn[s:s + chunk], rn, metrics, buffers)
+            selected = {mt: _select_cpu(d, kk) for mt, d in dist.items()}
         else:
             selected = {mt: _select(d, kk) for mt, d in _pairwise_torch(q[s:s + chunk], r, metrics).items()}
         for mt, (v, i) in selected.items():
