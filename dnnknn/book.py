@@ -46,7 +46,6 @@ def execute(source: str, page: str, parameters: dict, cwd: Path = ROOT, book: Pa
     """Run notebooks/<source> into <book>/<page> with papermill; returns the wall time."""
     import papermill as pm
 
-    from . import __version__  # noqa: F401
     from .runs import code_version, device_name
 
     src = NOTEBOOKS / source

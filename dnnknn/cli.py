@@ -68,7 +68,7 @@ def config_from_args(a) -> RunConfig:
         train_eval_steps=tuple(a.train_eval_steps) if a.train_eval_steps is not None else None,
         exclude_self=a.exclude_self, probe_layers=tuple(a.probe_layers),
         limit=tuple(a.limit) if a.limit else None, seed=a.seed,
-        device=resolve_device(a.device).type if a.steps > 0 else a.device)
+        device=resolve_device(a.device).type)
 
 
 def summary(run) -> str:

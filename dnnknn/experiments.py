@@ -298,15 +298,15 @@ def robustness_table(runs_by_seed: dict, ks=TABLE1_KS) -> "pd.DataFrame":
                         sel = m[(m.step == m.step.max()) & (m.split == "test") & (m.layer == "embedding")
                                 & (m.metric == metric) & (m.k == k) & (m.pca == pca)]
                         accs += list(100 * sel.knn_acc)
-                    col.append(_mean_std(accs, len(runs)))
+                    col.append(_mean_std(accs))
             dnn = [100 * r.final(split="test").dnn_acc for r in runs]
-            col.append(_mean_std(dnn, len(runs)))
+            col.append(_mean_std(dnn))
             table[(name(d), metric.upper())] = col
     index = [f"{k}{' + PCA' if p else ''}" for k in ks for p in (0, 64)] + ["DNN accuracy"]
     return pd.DataFrame(table, index=pd.Index(index, name="k"))
 
 
-def _mean_std(values, n_runs) -> str:
+def _mean_std(values) -> str:
     import numpy as np
 
     if not values:

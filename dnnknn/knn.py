@@ -6,16 +6,18 @@ Why this design
   queries hot in cache and registers, and vectorises the sum over dimensions with AVX2: on a 2-core
   AVX2 machine that is close to the machine's limit (one subtraction, absolute value and addition
   per dimension) and about 6x faster than faiss's `METRIC_L1` (see `benchmarks/knn.py`). numba is
-  a small, well-kept dependency with no compiler at install time; the kernel is compiled once and
-  cached on disk.
+  a small, well-kept dependency with no compiler at install time; the kernels compile once per
+  process (about a second; the selection kernel is cached on disk).
 - The kernel is load-bound, so when both metrics are asked for it computes the squared L2 distance
   in the same pass for almost nothing. L2 alone uses the matrix-multiply form
-  |q|^2 + |r|^2 - 2 q.r (BLAS, like faiss's IndexFlatL2 and scikit-learn).
+  |q|^2 + |r|^2 - 2 q.r (numpy's BLAS, like faiss's IndexFlatL2 and scikit-learn), the norms
+  added inside the selection while each row is in cache.
 - On CUDA, distances come from `torch.cdist(p=1)` and the matrix-multiply form, in query chunks
   sized from the free GPU memory.
 - Queries go in chunks, so memory stays bounded (a chunk x references distance block, never a
-  queries x references x dims tensor). The neighbours at the largest k are selected once
-  (`torch.topk`) and sorted by (distance, index); every smaller k reads a prefix of that list.
+  queries x references x dims tensor; the blocks are reused from chunk to chunk). The neighbours
+  at the largest k are selected once (`_select_kernel` on CPU, `torch.topk` on CUDA) and sorted by
+  (distance, index); every smaller k reads a prefix of that list.
 
 Exactness: distances are computed in float32, neighbours sorted by distance with ties broken by
 the lower reference index. The predictions equal scikit-learn's brute-force

@@ -29,7 +29,7 @@ import pandas as pd
 
 from . import __version__
 from .config import RunConfig
-from .errors import ConfigError
+from .errors import ConfigError, DnnKnnError
 
 RUN_FILES = ("config.json", "meta.json", "measures.csv", "losses.csv", "predictions.npz")
 
@@ -146,7 +146,6 @@ class RunStore:
         try:
             rec = fit(rcfg, data, workdir, progress=progress)
         except BaseException as e:
-            from .errors import DnnKnnError
             if isinstance(e, DnnKnnError):  # bad input or divergence: nothing to resume
                 shutil.rmtree(workdir, ignore_errors=True)
             raise

@@ -34,6 +34,7 @@ class Records:
     rows: list[dict] = field(default_factory=list)      # one per (step, split, layer, metric, k, pca)
     losses: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, lr)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # predictions and labels
+    wall: float = 0.0  # seconds of training and evaluation, over all resumed sessions
 
 
 def lr_at(cfg: RunConfig, step: int) -> float:
@@ -218,7 +219,7 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
                 last_ckpt = time.time()
     finally:
         bar.close()
-    rec.wall = wall + time.time() - t0  # type: ignore[attr-defined]
+    rec.wall = wall + time.time() - t0
     return rec
 
 
