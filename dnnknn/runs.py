@@ -159,23 +159,14 @@ class RunStore:
         return Run(path)
 
     def _write(self, key, cfg, meta, rows, losses, arrays) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=self.root))
-        tmp.chmod(0o755)
-        try:
+        def fill(tmp: Path):
             (tmp / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
             pd.DataFrame(rows).to_csv(tmp / "measures.csv", index=False)
             pd.DataFrame(losses, columns=["step", "loss", "lr"]).to_csv(tmp / "losses.csv", index=False)
             np.savez_compressed(tmp / "predictions.npz", **arrays)
-            final = self.root / key
-            if final.exists():  # an incomplete leftover from an older layout: replace it
-                shutil.rmtree(final)
-            os.rename(tmp, final)
-            return final
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+
+        return _publish(self.root, key, fill)
 
     def runs(self) -> list[Run]:
         out = []
@@ -192,11 +183,22 @@ def export(store: RunStore, key: str, to: str | os.PathLike | None = None) -> Pa
     if not all((src / f).exists() for f in RUN_FILES):
         raise ConfigError(f"no finished run {key!r} in {store.root}; `python -m dnnknn export` lists them")
     dest_root = Path(to) if to else Path(__file__).resolve().parents[1] / "results"
-    dest_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=dest_root))
-    for f in RUN_FILES:
-        shutil.copy2(src / f, tmp / f)
-    if (dest_root / key).exists():
-        shutil.rmtree(dest_root / key)
-    os.rename(tmp, dest_root / key)
-    return dest_root / key
+    return _publish(dest_root, key, lambda tmp: [shutil.copy2(src / f, tmp / f) for f in RUN_FILES])
+
+
+def _publish(root: Path, key: str, fill) -> Path:
+    """Write a run folder atomically: `fill(tmp)` writes into a temporary folder beside it, which is
+    then renamed to root/key (replacing an older copy), so a folder named by a key is always whole."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
+    tmp.chmod(0o755)
+    try:
+        fill(tmp)
+        final = root / key
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        return final
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -125,9 +125,11 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
     progress: True = a progress bar; "log" = one printed line per evaluation; False = silent."""
     dev = resolve_device(cfg.device)
     n_train = len(data.y_train)
-    if max(cfg.ks) > n_train - (1 if cfg.exclude_self else 0):
-        raise ConfigError(f"k={max(cfg.ks)} is larger than the training set ({n_train} images); "
-                          f"choose ks <= {n_train}")
+    probe_ks = cfg.probe_ks if set(cfg.probe_layers) - {"embedding"} else ()
+    k_max = max((*cfg.ks, *probe_ks))
+    if k_max > n_train - (1 if cfg.exclude_self else 0):  # checked before training, not after
+        raise ConfigError(f"k={k_max} is larger than the training set ({n_train} images); "
+                          f"choose ks{' and probe_ks' if probe_ks else ''} <= {n_train}")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt_path = workdir / "ckpt.pt"

@@ -105,6 +105,7 @@ def test_cli_prints_the_table(tmp_path):
     (["--k", "900", "--limit", "500", "100"], "k=900 is larger than the training set"),
     (["--dataset", "cifar10", "--data-dir", "{tmp}/empty"], "could not be downloaded"),
     (["--probe-layers", "unit_9_9"], "unknown layer"),
+    (["--model", "lenet", "--k", "5", "--limit", "60", "20", "--probe-layers", "conv1"], "k=100 is larger than the training set"),
     (["--model", "mlp640", "--depth", "16"], "apply to the 'wrn' model only"),
 ])
 def test_bad_input_fails_cleanly(tmp_path, args, message):
