@@ -2,22 +2,25 @@
 
 Why this design
 - L1 has no matrix-multiply shortcut, and it is the paper's default metric. On CPU the distances
-  come from a numba kernel (`_pairwise_cpu`) that keeps a tile of 32 references and a block of 8
-  queries hot in cache and registers, and vectorises the sum over dimensions with AVX2: on a 2-core
-  AVX2 machine that is close to the machine's limit (one subtraction, absolute value and addition
-  per dimension) and about 6x faster than faiss's `METRIC_L1` (see `benchmarks/knn.py`). numba is
-  a small, well-kept dependency with no compiler at install time; the kernels compile once per
-  process (about a second; the selection kernel is cached on disk).
-- The kernel is load-bound, so when both metrics are asked for it computes the squared L2 distance
-  in the same pass for almost nothing. L2 alone uses the matrix-multiply form
-  |q|^2 + |r|^2 - 2 q.r (numpy's BLAS, like faiss's IndexFlatL2 and scikit-learn), the norms
-  added inside the selection while each row is in cache.
+  come from numba kernels (`knn_kernels.py`, written by `knn_codegen.py`) that hold a block of
+  8 queries x 2 references in vector registers and vectorise the sum over dimensions (AVX-512 or
+  AVX2, whatever the host has), sweeping tiles of 128 references that stay in cache; half of the
+  additions go through the FMA units so that the adders are not the only busy ones. numba is a
+  small, well-kept dependency with no compiler at install time, and it caches the compiled
+  kernels on disk. (`benchmarks/knn.py`: about 10x faster than faiss's METRIC_L1 here.) L2 is the matrix-multiply form |q|^2 + |r|^2 - 2 q.r (one FMA per dimension,
+  like faiss's IndexFlatL2 and scikit-learn) computed by the same kind of kernel; asked together,
+  both metrics come from one pass over the data.
+- The distance matrix is never written. Each query first gets a threshold from its distances to
+  ~3% of the references, sampled (an order statistic chosen so that, with high probability,
+  about 1.2-2 k references fall below it); the pass over all references keeps only the distances at
+  or below the threshold, and the k nearest are sorted out of those (`knn_select.py`). When
+  at least k were kept, the threshold bounds the k-th distance, so the result is exact; a query
+  that kept fewer (rare) is redone densely. Small reference sets go the dense way directly.
 - On CUDA, distances come from `torch.cdist(p=1)` and the matrix-multiply form, in query chunks
-  sized from the free GPU memory.
-- Queries go in chunks, so memory stays bounded (a chunk x references distance block, never a
-  queries x references x dims tensor; the blocks are reused from chunk to chunk). The neighbours
-  at the largest k are selected once (`_select_kernel` on CPU, `torch.topk` on CUDA) and sorted by
-  (distance, index); every smaller k reads a prefix of that list.
+  sized from the free GPU memory, and `torch.topk`.
+- Memory stays bounded: per block of queries, candidate lists of a few k entries; the dense way
+  works in query chunks. The neighbours at the largest k are sorted once by (distance, index);
+  every smaller k reads a prefix of that list.
 
 Exactness: distances are computed in float32, neighbours sorted by distance with ties broken by
 the lower reference index. The predictions equal scikit-learn's brute-force
@@ -35,145 +38,79 @@ therefore the default everywhere.
 """
 from __future__ import annotations
 
+import math
+
+import numba
 import numpy as np
 import torch
-from numba import njit, prange
 
+from . import knn_kernels
 from .errors import ConfigError
+from .knn_select import select_dense, vote_kernel
 
 METRICS = ("l1", "l2")
 
-# ---------------------------------------------------------------------------------------------
-# CPU kernel. The 8-query block is written out by a template: 8 (or 16) scalar accumulators that
-# LLVM keeps in vector registers, while the loop over dimensions is vectorised.
-
-_QB, _TJ = 8, 32  # queries per register block, references per cache tile
-
-_KERNEL_TEMPLATE = '''
-def kernel(Q, R, o1, o2):
-    # Q (n, d) with n % 8 == 0, R (m, d) -> o1 (n, m) L1 distances, o2 (n, m) squared L2
-    n, d = Q.shape
-    m = R.shape[0]
-    for t in prange((m + TJ - 1) // TJ):
-        for i in range(0, n, 8):
-            for j in range(t * TJ, min(m, (t + 1) * TJ)):
-{init}
-                for k in range(d):
-                    r = R[j, k]
-{body}
-{store}
-'''
-
-
-def _build_kernel(with_l2: bool):
-    init, body, store = [], [], []
-    for q in range(_QB):
-        init.append(f"s{q} = np.float32(0.0); e{q} = np.float32(0.0)")
-        body.append(f"a{q} = Q[i + {q}, k] - r; s{q} += abs(a{q})" + (f"; e{q} += a{q} * a{q}" if with_l2 else ""))
-        store.append(f"o1[i + {q}, j] = s{q}" + (f"; o2[i + {q}, j] = e{q}" if with_l2 else ""))
-    src = _KERNEL_TEMPLATE.format(
-        init="\n".join(" " * 16 + s for s in init),
-        body="\n".join(" " * 20 + s for s in body),
-        store="\n".join(" " * 16 + s for s in store))
-    scope = {"np": np, "prange": prange, "TJ": _TJ}
-    exec(compile(src, f"<dnnknn.knn kernel l2={with_l2}>", "exec"), scope)  # noqa: S102
-    return njit(parallel=True, fastmath=True, nogil=True)(scope["kernel"])
-
-
-_KERNELS: dict[bool, object] = {}
-
-
-@njit(parallel=True, nogil=True, cache=True)
-def _select_kernel(D, k, vals, idxs, qadd, radd):
-    """The k smallest of each row of D (n, m), sorted by (distance, index), into vals/idxs (n, k).
-    If qadd/radd are not empty, row i is first replaced by max(D[i] + qadd[i] + radd, 0) (the
-    norms of the matrix-multiply form of L2, added while the row is in cache).
-
-    Exact, and cheaper than a full top-k: a threshold a little above the k-th value - from a strided
-    sample of the row when the row is long, else the exact k-th value (introselect) - keeps about
-    1.25k candidates in one branch-free pass (if an unlucky sample kept fewer than k, the exact k-th
-    value is used). The candidates are sorted on one 64-bit key, (float bits << 32) | index: for
-    non-negative floats the bits order like the values, and the index breaks ties. Rows go in
-    blocks so that each thread allocates its buffers once."""
-    n, m = D.shape
-    step = max(1, m // max(1024, 2 * k))
-    ns = (m + step - 1) // step
-    rank = min(ns - 1, int(k * ns / m * 1.25) + 16)
-    add = len(radd) > 0
-    nblocks = min(n, 256)
-    for b in prange(nblocks):
-        cand = np.empty(m, np.int64)
-        keys = np.empty(m, np.uint64)
-        sample = np.empty(ns, D.dtype)
-        for i in range(b * n // nblocks, (b + 1) * n // nblocks):
-            row = D[i]
-            if add:
-                qa = qadd[i]
-                for j in range(m):
-                    row[j] = max(row[j] + qa + radd[j], np.float32(0.0))
-            bits = row.view(np.uint32)
-            if step > 1 and rank < ns - 1:
-                for c in range(ns):
-                    sample[c] = row[c * step]
-                thr = np.partition(sample, rank)[rank]
-            else:
-                thr = np.partition(row, k - 1)[k - 1]
-            cnt = 0
-            for j in range(m):
-                cand[cnt] = j
-                cnt += row[j] <= thr
-            if cnt < k:
-                thr = np.partition(row, k - 1)[k - 1]
-                cnt = 0
-                for j in range(m):
-                    cand[cnt] = j
-                    cnt += row[j] <= thr
-            for c in range(cnt):
-                j = cand[c]
-                keys[c] = (np.uint64(bits[j] & np.uint32(0x7FFFFFFF)) << np.uint64(32)) | np.uint64(j)
-            kk = keys[:cnt]
-            kk.sort()
-            for c in range(k):
-                j = np.int64(kk[c] & np.uint64(0xFFFFFFFF))
-                idxs[i, c] = j
-                vals[i, c] = row[j]
-
-
+_SAMPLE = 1024  # at least this many sampled references set each query's threshold
 _EMPTY = np.empty(0, np.float32)
 
 
-def _select_cpu(d: np.ndarray, k: int, qadd=_EMPTY, radd=_EMPTY) -> tuple[torch.Tensor, torch.Tensor]:
-    vals = np.empty((len(d), k), np.float32)
-    idxs = np.empty((len(d), k), np.int64)
-    _select_kernel(d, k, vals, idxs, qadd, radd)
-    return torch.from_numpy(vals), torch.from_numpy(idxs)
+def _blocks(n: int) -> int:
+    """Queries per parallel block: up to 512 (fewer passes over the references), but at least
+    two blocks per thread."""
+    per = -(-n // (2 * numba.get_num_threads()))
+    return int(min(512, max(8, -(-per // 8) * 8)))
 
 
-def _pairwise_cpu(q: np.ndarray, r: np.ndarray, metrics: tuple[str, ...], buffers: dict) -> dict[str, np.ndarray]:
-    """Distances (n, m) float32 for each metric ('l2' gives squared distances) from the kernel,
-    written into `buffers` (reused from chunk to chunk: fresh 100s of MB would cost page faults)."""
-    n = len(q)
+def _search_cpu(q: np.ndarray, r: np.ndarray, kk: int, metrics: tuple[str, ...],
+                chunk: int | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{metric: (values (n, kk) float32 - squared for l2 - , indices (n, kk) int64)}."""
+    tag = "".join(metrics)
+    n, m = len(q), len(r)
     with_l2 = "l2" in metrics
-    if with_l2 not in _KERNELS:
-        _KERNELS[with_l2] = _build_kernel(with_l2)
-    pad = (-n) % _QB
-    if pad:
-        q = np.concatenate([q, np.zeros((pad, q.shape[1]), q.dtype)])
-    rows = len(q)
-    o1 = _buffer(buffers, "l1", rows, len(r))
-    o2 = _buffer(buffers, "l2", rows, len(r)) if with_l2 else o1[:1, :1]
-    _KERNELS[with_l2](q, r, o1, o2)
-    out = {"l1": o1[:n]}
-    if with_l2:
-        out["l2"] = o2[:n]
-    return out
-
-
-def _buffer(buffers: dict, name: str, rows: int, cols: int) -> np.ndarray:
-    buf = buffers.get(name)
-    if buf is None or buf.shape[0] < rows or buf.shape[1] != cols:
-        buf = buffers[name] = np.empty((rows, cols), np.float32)
-    return buf[:rows]
+    qsq = np.einsum("ij,ij->i", q, q) if with_l2 else _EMPTY
+    rsq = np.einsum("ij,ij->i", r, r) if with_l2 else _EMPTY
+    vals = np.empty((len(metrics), n, kk), np.float32)
+    idxs = np.empty((len(metrics), n, kk), np.int64)
+    if n and m >= 8 * _SAMPLE and kk <= m // 16:
+        # ~3% of the references (1,024 to 8,192) set the thresholds: the rank-th smallest sampled
+        # distance, 3 standard deviations above the expected rank of the kk-th, keeps ~1.2-2 kk
+        ns = min(8192, max(_SAMPLE, m // 32))
+        sample = np.sort(np.random.default_rng(0).choice(m, ns, replace=False))
+        rs = np.ascontiguousarray(r[sample])
+        rssq = rsq[sample] if with_l2 else _EMPTY
+        lam = kk * ns / m  # expected sampled references among the kk nearest
+        rank = min(ns - 1, math.ceil(lam + 3 * math.sqrt(lam) + 3))
+        cap = int(3 * (rank + 1) * m / ns) + 512  # 3x the expected count
+        sparse = (rank + 1) / ns < 0.02  # expected candidates < 2% of the references
+        bad = np.zeros(n, np.bool_)
+        step = chunk or n
+        for s in range(0, n, step):
+            e = min(n, s + step)
+            nb = _blocks(e - s)
+            v, i = vals[:, s:e], idxs[:, s:e]
+            if step < n:
+                v, i = np.empty_like(v), np.empty_like(i)
+            workers = min(-(-(e - s) // nb), numba.get_num_threads())
+            getattr(knn_kernels, f"search_{tag}")(q[s:e], qsq[s:e] if with_l2 else _EMPTY, r, rsq, rs, rssq,
+                                                  rank, kk, cap, sparse, nb, workers, v, i, bad[s:e], knn_kernels.C)
+            vals[:, s:e], idxs[:, s:e] = v, i
+        redo = np.flatnonzero(bad)
+    else:
+        redo = np.arange(n)
+    if len(redo):  # dense: every distance, in chunks of bounded memory
+        step = chunk or max(8, (256 * 2**20) // (4 * m * len(metrics)))
+        out = v = i = None
+        for s in range(0, len(redo), step):
+            rows = redo[s:s + step]
+            if out is None or out.shape[1] != len(rows):  # reused: fresh pages cost page faults
+                out = np.empty((len(metrics), len(rows), m), np.float32)
+                v, i = np.empty((len(rows), kk), np.float32), np.empty((len(rows), kk), np.int64)
+            getattr(knn_kernels, f"dense_{tag}")(np.ascontiguousarray(q[rows]), qsq[rows] if with_l2 else _EMPTY,
+                                                 r, rsq, out, _blocks(len(rows)), knn_kernels.C)
+            for x in range(len(metrics)):
+                select_dense(out[x], kk, v, i)
+                vals[x, rows], idxs[x, rows] = v, i
+    return {mt: (vals[x], idxs[x]) for x, mt in enumerate(metrics)}
 
 
 def _pairwise_torch(q: torch.Tensor, r: torch.Tensor, metrics: tuple[str, ...]) -> dict:
@@ -213,7 +150,7 @@ def _as_float_tensor(x, name: str) -> torch.Tensor:
         raise ConfigError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
     if x.ndim != 2:
         raise ConfigError(f"{name} must be 2-D (samples, features), got shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
+    if not (torch.isfinite(x.sum()) or torch.isfinite(x).all()):  # the sum first: no bool copy
         raise ConfigError(f"{name} contains NaN or infinite values")
     return x.float()
 
@@ -240,41 +177,35 @@ def search(queries, refs, k: int, metrics=("l1",), exclude_self: bool = False,
                           f"choose k <= {m}")
     dev = torch.device(device) if device is not None else q.device
     kk = k + 1 if exclude_self else k
-    on_cpu = dev.type == "cpu"
-    if on_cpu:
-        qn = np.ascontiguousarray(q.cpu().numpy())
-        rn = np.ascontiguousarray(r.cpu().numpy())
+    if chunk is not None and (not isinstance(chunk, (int, np.integer)) or chunk < 1):
+        raise ConfigError(f"chunk must be a positive integer (queries per batch), got {chunk!r}")
+    if dev.type == "cpu":
+        res = _search_cpu(np.ascontiguousarray(q.cpu().numpy()), np.ascontiguousarray(r.cpu().numpy()),
+                          kk, metrics, chunk)
+        res = {mt: (torch.from_numpy(v), torch.from_numpy(i)) for mt, (v, i) in res.items()}
     else:
-        q, r = q.to(dev), r.to(dev)
+        res = _search_torch(q.to(dev), r.to(dev), kk, metrics, chunk)
+    out = {}
+    for mt, (v, i) in res.items():
+        if exclude_self:
+            v, i = _drop_self(v, i, torch.arange(len(i), device=i.device))
+        if mt == "l2":
+            v = v.sqrt()
+        out[mt] = (v.cpu().numpy(), i.cpu().numpy())
+    return out
+
+
+def _search_torch(q: torch.Tensor, r: torch.Tensor, kk: int, metrics: tuple[str, ...], chunk):
     if chunk is None:
-        if on_cpu:
-            budget = 512 * 2**20
-        else:
-            free, _ = torch.cuda.mem_get_info(dev)
-            budget = int(free * 0.4)
-        chunk = max(_QB, min(8192, budget // (4 * len(r) * (len(metrics) + 2))) // _QB * _QB)
+        free, _ = torch.cuda.mem_get_info(q.device)
+        chunk = max(8, min(8192, int(free * 0.4) // (4 * len(r) * (len(metrics) + 2))))
     out = {mt: ([], []) for mt in metrics}
-    rnorm = (rn * rn).sum(1) if on_cpu and metrics == ("l2",) else None
-    buffers: dict[str, np.ndarray] = {}
     for s in range(0, len(q), chunk):
-        if on_cpu and metrics == ("l2",):
-            # matrix-multiply form (numpy's BLAS): -2 q.r, the norms added inside the selection
-            qc = qn[s:s + chunk]
-            d = np.matmul(qc * np.float32(-2), rn.T, out=_buffer(buffers, "mm", len(qc), len(rn)))
-            selected = {"l2": _select_cpu(d, kk, (qc * qc).sum(1), rnorm)}
-        elif on_cpu:
-            dist = _pairwise_cpu(qn[s:s + chunk], rn, metrics, buffers)
-            selected = {mt: _select_cpu(d, kk) for mt, d in dist.items()}
-        else:
-            selected = {mt: _select(d, kk) for mt, d in _pairwise_torch(q[s:s + chunk], r, metrics).items()}
-        for mt, (v, i) in selected.items():
-            if exclude_self:
-                v, i = _drop_self(v, i, torch.arange(s, s + len(i), device=i.device))
-            if mt == "l2":
-                v = v.sqrt()
-            out[mt][0].append(v.cpu())
-            out[mt][1].append(i.cpu())
-    return {mt: (torch.cat(v).numpy(), torch.cat(i).numpy()) for mt, (v, i) in out.items()}
+        for mt, d in _pairwise_torch(q[s:s + chunk], r, metrics).items():
+            v, i = _select(d, kk)
+            out[mt][0].append(v)
+            out[mt][1].append(i)
+    return {mt: (torch.cat(v), torch.cat(i)) for mt, (v, i) in out.items()}
 
 
 def _drop_self(v, i, rows):
@@ -289,19 +220,30 @@ def _drop_self(v, i, rows):
     return v[~drop].reshape(n, kk - 1), i[~drop].reshape(n, kk - 1)
 
 
-def vote(neighbor_labels: np.ndarray, ks, num_classes: int) -> dict[int, np.ndarray]:
+def vote(neighbor_labels, ks, num_classes: int) -> dict[int, np.ndarray]:
     """Majority vote over the first k neighbours for each k; ties go to the lowest class.
     neighbor_labels (n, K) int with K >= max(ks) -> {k: predictions (n,)}. The counts grow
     incrementally from one k to the next, so all ks cost one pass over the K neighbours."""
-    lab = torch.as_tensor(neighbor_labels, dtype=torch.int64)
-    counts = torch.zeros(len(lab), num_classes, dtype=torch.int32)
-    out, done = {}, 0
-    for k in sorted(set(int(k) for k in ks)):
-        new = lab[:, done:k]
-        counts.scatter_add_(1, new, torch.ones_like(new, dtype=torch.int32))
-        done = k
-        out[k] = counts.argmax(1).numpy()  # argmax returns the first (lowest) maximum
-    return out
+    lab = np.asarray(neighbor_labels)
+    return vote_neighbors(lab, np.arange(max(num_classes, int(lab.max(initial=0)) + 1)), ks, num_classes)
+
+
+def vote_neighbors(idx, ref_labels, ks, num_classes: int) -> dict[int, np.ndarray]:
+    """`vote` on the labels ref_labels[idx] of the neighbours idx (n, K), without building that
+    (n, K) array (a numba pass over idx)."""
+    idx = np.ascontiguousarray(idx, dtype=np.int64)
+    ref_labels = np.ascontiguousarray(ref_labels, dtype=np.int64)
+    ks = sorted(set(int(k) for k in ks))
+    if idx.ndim != 2 or not ks or ks[0] < 1 or ks[-1] > idx.shape[1]:
+        raise ConfigError(f"vote needs neighbours (n, K) with K >= max(ks) = {ks[-1] if ks else None}, "
+                          f"got shape {idx.shape}")
+    if len(ref_labels) and (ref_labels.min() < 0 or ref_labels.max() >= num_classes):
+        raise ConfigError(f"labels must lie in [0, {num_classes}), got {ref_labels.min()}..{ref_labels.max()}")
+    if idx.size and (idx.min() < 0 or idx.max() >= len(ref_labels)):
+        raise ConfigError(f"neighbour indices must lie in [0, {len(ref_labels)})")
+    out = np.empty((len(ks), len(idx)), np.int64)
+    vote_kernel(ref_labels, idx, np.array(ks, np.int64), num_classes, out)
+    return dict(zip(ks, out))
 
 
 class PCA:
@@ -354,6 +296,9 @@ class KNNClassifier:
         self.x_ = self.pca_.transform(x) if self.pca_ else x
         self.y_ = y
         self.num_classes_ = int(num_classes or (y.max() + 1 if len(y) else 1))
+        if len(y) and y.max() >= self.num_classes_:
+            raise ConfigError(f"labels go up to {y.max()} but num_classes={num_classes}; "
+                              f"pass num_classes > {y.max()} or leave it out")
         return self
 
     def _prep(self, x):
@@ -371,10 +316,10 @@ class KNNClassifier:
         ks = sorted(set(ks or (self.k,)))
         res = self.kneighbors(x, max(ks), exclude_self, metrics)
         return {(mt, k): p for mt, (_, idx) in res.items()
-                for k, p in vote(self.y_[idx], ks, self.num_classes_).items()}
+                for k, p in vote_neighbors(idx, self.y_, ks, self.num_classes_).items()}
 
     def predict(self, x, exclude_self: bool = False) -> np.ndarray:
         return self.predict_many(x, (self.k,), (self.metric,), exclude_self)[(self.metric, self.k)]
 
 
-__all__ = ["search", "vote", "PCA", "KNNClassifier", "METRICS"]
+__all__ = ["search", "vote", "vote_neighbors", "PCA", "KNNClassifier", "METRICS"]

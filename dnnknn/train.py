@@ -93,7 +93,7 @@ def _knn_all(cfg, train_feat, train_y, query_feat, num_classes, exclude_self, em
     for p, ref, qry in spaces:
         res = knnlib.search(qry, ref, max(ks), metrics, exclude_self=exclude_self, device=dev)
         for metric, (_, idx) in res.items():
-            for k, pred in knnlib.vote(train_y[idx], ks, num_classes).items():
+            for k, pred in knnlib.vote_neighbors(idx, train_y, ks, num_classes).items():
                 out[(metric, k, p)] = pred
     return out
 

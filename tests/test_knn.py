@@ -38,6 +38,83 @@ def test_neighbours_and_distances_equal_sklearn(metric, p):
         np.testing.assert_allclose(d, d_ref, rtol=1e-5)
 
 
+def _brute64(q, x, metric):
+    q, x = q.astype(np.float64), x.astype(np.float64)
+    if metric == "l1":
+        return np.abs(q[:, None] - x[None]).sum(-1)
+    return np.sqrt(((q[:, None] - x[None]) ** 2).sum(-1))
+
+
+@pytest.fixture
+def dense_calls(monkeypatch):
+    """Counts the rows that went the dense way (small reference sets, or fallback)."""
+    from dnnknn import knn
+    calls = []
+
+    def counting(d, *a):
+        calls.append(len(d))
+        return knn_select_dense(d, *a)
+    knn_select_dense = knn.select_dense
+    monkeypatch.setattr(knn, "select_dense", counting)
+    return calls
+
+
+def test_threshold_path_is_exact(dense_calls):
+    # >= 8192 references: thresholds from a sample, candidates only (no distance matrix)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((9000, 24)).astype(np.float32)
+    q = rng.standard_normal((150, 24)).astype(np.float32)
+    for metrics in (("l1",), ("l2",), ("l1", "l2")):
+        res = search(q, x, 500, metrics)
+        for mt in metrics:
+            d, i = res[mt]
+            ref = _brute64(q, x, mt)
+            # the returned neighbours are the 500 nearest (up to float32 rounding), sorted
+            np.testing.assert_allclose(np.take_along_axis(ref, i, 1), np.sort(ref, 1)[:, :500], rtol=1e-5)
+            np.testing.assert_allclose(d, np.take_along_axis(ref, i, 1), rtol=1e-4)
+            assert (np.diff(d, axis=1) >= 0).all()
+            assert np.mean(i == np.argsort(ref, 1, kind="stable")[:, :500]) > 0.999
+    assert dense_calls == []  # no query needed the fallback
+    chunked = search(q, x, 30, ("l1", "l2"), chunk=64)
+    for mt in ("l1", "l2"):
+        np.testing.assert_array_equal(chunked[mt][1], search(q, x, 30, mt)[mt][1][:, :30])
+
+
+def test_both_metrics_give_the_same_distances_as_each_alone():
+    # one kernel per metric set, but the same arithmetic per pair: identical results
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((9000, 640)).astype(np.float32)
+    q = rng.standard_normal((40, 640)).astype(np.float32)
+    for refs in (x, x[:3000]):  # threshold path and dense path
+        both = search(q, refs, 50, ("l1", "l2"))
+        for mt in ("l1", "l2"):
+            alone = search(q, refs, 50, mt)[mt]
+            np.testing.assert_array_equal(both[mt][0], alone[0])
+            np.testing.assert_array_equal(both[mt][1], alone[1])
+
+
+def test_threshold_fallback_on_duplicates(dense_calls):
+    # 7000 copies of one point: a query next to it keeps them all as candidates (over the cap),
+    # so it is redone densely; the copies tie exactly and come out in index order
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((9000, 16)).astype(np.float32)
+    x[1000:8000] = x[0]
+    q = np.concatenate([x[:1] + 1e-3, rng.standard_normal((20, 16)).astype(np.float32)])
+    for mt in ("l1", "l2"):
+        d, i = search(q, x, 40, mt)[mt]
+        assert i[0].tolist() == [0] + list(range(1000, 1039))
+        assert (d[0] == d[0, 0]).all()
+        ref = _brute64(q[1:], x, mt)
+        np.testing.assert_allclose(np.take_along_axis(ref, i[1:], 1), np.sort(ref, 1)[:, :40], rtol=1e-5)
+    assert len(dense_calls) == 2 and dense_calls[0] < 21  # only the flagged rows went dense
+
+
+def test_generated_kernels_are_current():
+    from dnnknn import knn_codegen
+    assert knn_codegen.PATH.read_text() == knn_codegen.render(), \
+        "dnnknn/knn_kernels.py is stale: run python -m dnnknn.knn_codegen"
+
+
 def test_exclude_self_is_leave_one_out():
     x, y, _ = _data(n=400)
     d, i = search(x, x, 5, "l1", exclude_self=True)["l1"]
