@@ -50,6 +50,16 @@ from .knn_select import select_dense, vote_kernel
 
 METRICS = ("l1", "l2")
 
+def _host_isa() -> str:
+    """'avx512' when the CPU has AVX-512 (32 vector registers: bigger register blocks), else 'avx2'."""
+    try:
+        import llvmlite.binding as ll
+        return "avx512" if ll.get_host_cpu_features().get("avx512f", False) else "avx2"
+    except Exception:  # noqa: BLE001 - unknown host: the smaller blocks are safe everywhere
+        return "avx2"
+
+
+_ISA = _host_isa()
 _SAMPLE = 1024  # at least this many sampled references set each query's threshold
 _EMPTY = np.empty(0, np.float32)
 
@@ -91,7 +101,7 @@ def _search_cpu(q: np.ndarray, r: np.ndarray, kk: int, metrics: tuple[str, ...],
             if step < n:
                 v, i = np.empty_like(v), np.empty_like(i)
             workers = min(-(-(e - s) // nb), numba.get_num_threads())
-            getattr(knn_kernels, f"search_{tag}")(q[s:e], qsq[s:e] if with_l2 else _EMPTY, r, rsq, rs, rssq,
+            getattr(knn_kernels, f"search_{tag}_{_ISA}")(q[s:e], qsq[s:e] if with_l2 else _EMPTY, r, rsq, rs, rssq,
                                                   rank, kk, cap, sparse, nb, workers, v, i, bad[s:e], knn_kernels.C)
             vals[:, s:e], idxs[:, s:e] = v, i
         redo = np.flatnonzero(bad)
@@ -105,7 +115,7 @@ def _search_cpu(q: np.ndarray, r: np.ndarray, kk: int, metrics: tuple[str, ...],
             if out is None or out.shape[1] != len(rows):  # reused: fresh pages cost page faults
                 out = np.empty((len(metrics), len(rows), m), np.float32)
                 v, i = np.empty((len(rows), kk), np.float32), np.empty((len(rows), kk), np.int64)
-            getattr(knn_kernels, f"dense_{tag}")(np.ascontiguousarray(q[rows]), qsq[rows] if with_l2 else _EMPTY,
+            getattr(knn_kernels, f"dense_{tag}_{_ISA}")(np.ascontiguousarray(q[rows]), qsq[rows] if with_l2 else _EMPTY,
                                                  r, rsq, out, _blocks(len(rows)), knn_kernels.C)
             for x in range(len(metrics)):
                 select_dense(out[x], kk, v, i)

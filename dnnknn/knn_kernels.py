@@ -21,7 +21,7 @@ def fma(typingctx, a, b, c):
 
 
 @njit(fastmath=True, nogil=True, cache=True)
-def _dense_l1(Q, qn, R, rn, out, i0, i1, o0, C):
+def _dense_l1_avx512(Q, qn, R, rn, out, i0, i1, o0, C):
     # distances of queries i0:i1 to all of R -> out[metric, i - o0, j]
     d = Q.shape[1]
     m = R.shape[0]
@@ -125,7 +125,7 @@ def _dense_l1(Q, qn, R, rn, out, i0, i1, o0, C):
 
 
 @njit(fastmath=True, nogil=True, cache=True)
-def _cand_l1(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C):
+def _cand_l1_avx512(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C):
     # distances of queries i0:i1 to all of R; those <= thr[metric, i - i0] are appended to that
     # query's list CI/CV[metric, i - i0, :cnt] (the last slot takes the overflow: a list with
     # cnt >= cap is incomplete). Distances go through the small tile TB (metric, QB, TJ) and are
@@ -237,15 +237,15 @@ def _cand_l1(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C):
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def dense_l1(Q, qn, R, rn, out, nb, C):
+def dense_l1_avx512(Q, qn, R, rn, out, nb, C):
     # out (metrics, n, m): all distances, blocks of nb queries in parallel
     n = Q.shape[0]
     for b in prange((n + nb - 1) // nb):
-        _dense_l1(Q, qn, R, rn, out, b * nb, min(n, b * nb + nb), 0, C)
+        _dense_l1_avx512(Q, qn, R, rn, out, b * nb, min(n, b * nb + nb), 0, C)
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def search_l1(Q, qn, R, rn, Rs, rsn, rank, kk, cap, sparse, nb, W, out_v, out_i, bad, C):
+def search_l1_avx512(Q, qn, R, rn, Rs, rsn, rank, kk, cap, sparse, nb, W, out_v, out_i, bad, C):
     # For each block of nb queries: distances to the sample references Rs give each query a
     # threshold (the rank-th smallest); the pass over R keeps the candidates at or below it (an
     # upper bound on the kk-th distance when >= kk are kept), and the kk nearest are sorted out of
@@ -270,12 +270,12 @@ def search_l1(Q, qn, R, rn, Rs, rsn, rank, kk, cap, sparse, nb, W, out_v, out_i,
         for b in range(w, nblocks, W):
             i0 = b * nb
             i1 = min(n, i0 + nb)
-            _dense_l1(Q, qn, Rs, rsn, S, i0, i1, i0, C)
+            _dense_l1_avx512(Q, qn, Rs, rsn, S, i0, i1, i0, C)
             for mt in range(M):
                 for a in range(i1 - i0):
                     thr[mt, a] = sample_threshold(S[mt, a, :ns], rank, sbuf)
             cnt[:] = 0
-            _cand_l1(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C)
+            _cand_l1_avx512(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C)
             for mt in range(M):
                 for a in range(i1 - i0):
                     c = cnt[mt, a]
@@ -287,7 +287,7 @@ def search_l1(Q, qn, R, rn, Rs, rsn, rank, kk, cap, sparse, nb, W, out_v, out_i,
 
 
 @njit(fastmath=True, nogil=True, cache=True)
-def _dense_l2(Q, qn, R, rn, out, i0, i1, o0, C):
+def _dense_l2_avx512(Q, qn, R, rn, out, i0, i1, o0, C):
     # distances of queries i0:i1 to all of R -> out[metric, i - o0, j]
     d = Q.shape[1]
     m = R.shape[0]
@@ -391,7 +391,7 @@ def _dense_l2(Q, qn, R, rn, out, i0, i1, o0, C):
 
 
 @njit(fastmath=True, nogil=True, cache=True)
-def _cand_l2(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C):
+def _cand_l2_avx512(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C):
     # distances of queries i0:i1 to all of R; those <= thr[metric, i - i0] are appended to that
     # query's list CI/CV[metric, i - i0, :cnt] (the last slot takes the overflow: a list with
     # cnt >= cap is incomplete). Distances go through the small tile TB (metric, QB, TJ) and are
@@ -503,15 +503,15 @@ def _cand_l2(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C):
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def dense_l2(Q, qn, R, rn, out, nb, C):
+def dense_l2_avx512(Q, qn, R, rn, out, nb, C):
     # out (metrics, n, m): all distances, blocks of nb queries in parallel
     n = Q.shape[0]
     for b in prange((n + nb - 1) // nb):
-        _dense_l2(Q, qn, R, rn, out, b * nb, min(n, b * nb + nb), 0, C)
+        _dense_l2_avx512(Q, qn, R, rn, out, b * nb, min(n, b * nb + nb), 0, C)
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def search_l2(Q, qn, R, rn, Rs, rsn, rank, kk, cap, sparse, nb, W, out_v, out_i, bad, C):
+def search_l2_avx512(Q, qn, R, rn, Rs, rsn, rank, kk, cap, sparse, nb, W, out_v, out_i, bad, C):
     # For each block of nb queries: distances to the sample references Rs give each query a
     # threshold (the rank-th smallest); the pass over R keeps the candidates at or below it (an
     # upper bound on the kk-th distance when >= kk are kept), and the kk nearest are sorted out of
@@ -536,12 +536,12 @@ def search_l2(Q, qn, R, rn, Rs, rsn, rank, kk, cap, sparse, nb, W, out_v, out_i,
         for b in range(w, nblocks, W):
             i0 = b * nb
             i1 = min(n, i0 + nb)
-            _dense_l2(Q, qn, Rs, rsn, S, i0, i1, i0, C)
+            _dense_l2_avx512(Q, qn, Rs, rsn, S, i0, i1, i0, C)
             for mt in range(M):
                 for a in range(i1 - i0):
                     thr[mt, a] = sample_threshold(S[mt, a, :ns], rank, sbuf)
             cnt[:] = 0
-            _cand_l2(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C)
+            _cand_l2_avx512(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C)
             for mt in range(M):
                 for a in range(i1 - i0):
                     c = cnt[mt, a]
@@ -553,7 +553,7 @@ def search_l2(Q, qn, R, rn, Rs, rsn, rank, kk, cap, sparse, nb, W, out_v, out_i,
 
 
 @njit(fastmath=True, nogil=True, cache=True)
-def _dense_l1l2(Q, qn, R, rn, out, i0, i1, o0, C):
+def _dense_l1l2_avx512(Q, qn, R, rn, out, i0, i1, o0, C):
     # distances of queries i0:i1 to all of R -> out[metric, i - o0, j]
     d = Q.shape[1]
     m = R.shape[0]
@@ -637,7 +637,7 @@ def _dense_l1l2(Q, qn, R, rn, out, i0, i1, o0, C):
 
 
 @njit(fastmath=True, nogil=True, cache=True)
-def _cand_l1l2(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C):
+def _cand_l1l2_avx512(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C):
     # distances of queries i0:i1 to all of R; those <= thr[metric, i - i0] are appended to that
     # query's list CI/CV[metric, i - i0, :cnt] (the last slot takes the overflow: a list with
     # cnt >= cap is incomplete). Distances go through the small tile TB (metric, QB, TJ) and are
@@ -741,15 +741,15 @@ def _cand_l1l2(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C):
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def dense_l1l2(Q, qn, R, rn, out, nb, C):
+def dense_l1l2_avx512(Q, qn, R, rn, out, nb, C):
     # out (metrics, n, m): all distances, blocks of nb queries in parallel
     n = Q.shape[0]
     for b in prange((n + nb - 1) // nb):
-        _dense_l1l2(Q, qn, R, rn, out, b * nb, min(n, b * nb + nb), 0, C)
+        _dense_l1l2_avx512(Q, qn, R, rn, out, b * nb, min(n, b * nb + nb), 0, C)
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def search_l1l2(Q, qn, R, rn, Rs, rsn, rank, kk, cap, sparse, nb, W, out_v, out_i, bad, C):
+def search_l1l2_avx512(Q, qn, R, rn, Rs, rsn, rank, kk, cap, sparse, nb, W, out_v, out_i, bad, C):
     # For each block of nb queries: distances to the sample references Rs give each query a
     # threshold (the rank-th smallest); the pass over R keeps the candidates at or below it (an
     # upper bound on the kk-th distance when >= kk are kept), and the kk nearest are sorted out of
@@ -774,12 +774,568 @@ def search_l1l2(Q, qn, R, rn, Rs, rsn, rank, kk, cap, sparse, nb, W, out_v, out_
         for b in range(w, nblocks, W):
             i0 = b * nb
             i1 = min(n, i0 + nb)
-            _dense_l1l2(Q, qn, Rs, rsn, S, i0, i1, i0, C)
+            _dense_l1l2_avx512(Q, qn, Rs, rsn, S, i0, i1, i0, C)
             for mt in range(M):
                 for a in range(i1 - i0):
                     thr[mt, a] = sample_threshold(S[mt, a, :ns], rank, sbuf)
             cnt[:] = 0
-            _cand_l1l2(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C)
+            _cand_l1l2_avx512(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C)
+            for mt in range(M):
+                for a in range(i1 - i0):
+                    c = cnt[mt, a]
+                    if c < kk or c >= cap:
+                        bad[i0 + a] = True
+                    else:
+                        sorted_topk(CV[mt, a], CI[mt, a], c, kk, out_v[mt, i0 + a], out_i[mt, i0 + a],
+                                    key, key2, pos, pos2, hist)
+
+
+@njit(fastmath=True, nogil=True, cache=True)
+def _dense_l1_avx2(Q, qn, R, rn, out, i0, i1, o0, C):
+    # distances of queries i0:i1 to all of R -> out[metric, i - o0, j]
+    d = Q.shape[1]
+    m = R.shape[0]
+    NEG, ONE = C[0], C[1]
+    for t in range(0, m, TJ):
+        for i in range(i0, i1, 4):
+            q0 = min(i + 0, i1 - 1)
+            q1 = min(i + 1, i1 - 1)
+            q2 = min(i + 2, i1 - 1)
+            q3 = min(i + 3, i1 - 1)
+            for j in range(t, min(m, t + TJ), 2):
+                c0 = min(j + 0, m - 1)
+                c1 = min(j + 1, m - 1)
+                l0_0 = np.float32(0.0)
+                l0_1 = np.float32(0.0)
+                l1_0 = np.float32(0.0)
+                l1_1 = np.float32(0.0)
+                l2_0 = np.float32(0.0)
+                l2_1 = np.float32(0.0)
+                l3_0 = np.float32(0.0)
+                l3_1 = np.float32(0.0)
+                for k in range(d):
+                    r0 = R[c0, k]
+                    r1 = R[c1, k]
+                    x0 = Q[q0, k]
+                    l0_0 += abs(x0 - r0)
+                    l0_1 += abs(fma(r1, NEG, x0))
+                    x1 = Q[q1, k]
+                    l1_0 += abs(fma(r0, NEG, x1))
+                    l1_1 += abs(x1 - r1)
+                    x2 = Q[q2, k]
+                    l2_0 += abs(x2 - r0)
+                    l2_1 += abs(fma(r1, NEG, x2))
+                    x3 = Q[q3, k]
+                    l3_0 += abs(fma(r0, NEG, x3))
+                    l3_1 += abs(x3 - r1)
+                if i + 0 < i1:
+                    if j + 0 < m:
+                        out[0, i + 0 - o0, j + 0] = l0_0
+                    if j + 1 < m:
+                        out[0, i + 0 - o0, j + 1] = l0_1
+                if i + 1 < i1:
+                    if j + 0 < m:
+                        out[0, i + 1 - o0, j + 0] = l1_0
+                    if j + 1 < m:
+                        out[0, i + 1 - o0, j + 1] = l1_1
+                if i + 2 < i1:
+                    if j + 0 < m:
+                        out[0, i + 2 - o0, j + 0] = l2_0
+                    if j + 1 < m:
+                        out[0, i + 2 - o0, j + 1] = l2_1
+                if i + 3 < i1:
+                    if j + 0 < m:
+                        out[0, i + 3 - o0, j + 0] = l3_0
+                    if j + 1 < m:
+                        out[0, i + 3 - o0, j + 1] = l3_1
+
+
+@njit(fastmath=True, nogil=True, cache=True)
+def _cand_l1_avx2(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C):
+    # distances of queries i0:i1 to all of R; those <= thr[metric, i - i0] are appended to that
+    # query's list CI/CV[metric, i - i0, :cnt] (the last slot takes the overflow: a list with
+    # cnt >= cap is incomplete). Distances go through the small tile TB (metric, QB, TJ) and are
+    # filtered after each tile without a branch per distance (mispredicted for ~1.5k of
+    # the m, each miss would discard the next block's work in flight); when candidates are sparse
+    # (< 2% of m) a group of 16 is skipped when its minimum is above the threshold.
+    d = Q.shape[1]
+    m = R.shape[0]
+    NEG, ONE = C[0], C[1]
+    cap = CI.shape[2]
+    for t in range(0, m, TJ):
+        te = min(m, t + TJ)
+        for i in range(i0, i1, 4):
+            q0 = min(i + 0, i1 - 1)
+            q1 = min(i + 1, i1 - 1)
+            q2 = min(i + 2, i1 - 1)
+            q3 = min(i + 3, i1 - 1)
+            for j in range(t, te, 2):
+                c0 = min(j + 0, m - 1)
+                c1 = min(j + 1, m - 1)
+                l0_0 = np.float32(0.0)
+                l0_1 = np.float32(0.0)
+                l1_0 = np.float32(0.0)
+                l1_1 = np.float32(0.0)
+                l2_0 = np.float32(0.0)
+                l2_1 = np.float32(0.0)
+                l3_0 = np.float32(0.0)
+                l3_1 = np.float32(0.0)
+                for k in range(d):
+                    r0 = R[c0, k]
+                    r1 = R[c1, k]
+                    x0 = Q[q0, k]
+                    l0_0 += abs(x0 - r0)
+                    l0_1 += abs(fma(r1, NEG, x0))
+                    x1 = Q[q1, k]
+                    l1_0 += abs(fma(r0, NEG, x1))
+                    l1_1 += abs(x1 - r1)
+                    x2 = Q[q2, k]
+                    l2_0 += abs(x2 - r0)
+                    l2_1 += abs(fma(r1, NEG, x2))
+                    x3 = Q[q3, k]
+                    l3_0 += abs(fma(r0, NEG, x3))
+                    l3_1 += abs(x3 - r1)
+                TB[0, 0, j + 0 - t] = l0_0
+                TB[0, 0, j + 1 - t] = l0_1
+                TB[0, 1, j + 0 - t] = l1_0
+                TB[0, 1, j + 1 - t] = l1_1
+                TB[0, 2, j + 0 - t] = l2_0
+                TB[0, 2, j + 1 - t] = l2_1
+                TB[0, 3, j + 0 - t] = l3_0
+                TB[0, 3, j + 1 - t] = l3_1
+            for x in range(TB.shape[0]):
+                for q in range(min(4, i1 - i)):
+                    a = i + q - i0
+                    tq = thr[x, a]
+                    n_ = cnt[x, a]
+                    if sparse:  # few candidates: look at 16 at a time, their minimum first
+                        for c0 in range(0, te - t, 16):
+                            lo = TB[x, q, c0]
+                            for u in range(c0 + 1, c0 + 16):  # (entries past te - t are stale:
+                                lo = min(lo, TB[x, q, u])     # at worst a needless look)
+                            if lo <= tq:
+                                for jj in range(c0, min(c0 + 16, te - t)):
+                                    v = TB[x, q, jj]
+                                    w = min(n_, cap - 1)
+                                    CI[x, a, w] = t + jj
+                                    CV[x, a, w] = v
+                                    n_ += v <= tq
+                    else:
+                        for jj in range(te - t):
+                            v = TB[x, q, jj]
+                            w = min(n_, cap - 1)
+                            CI[x, a, w] = t + jj
+                            CV[x, a, w] = v
+                            n_ += v <= tq
+                    cnt[x, a] = n_
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def dense_l1_avx2(Q, qn, R, rn, out, nb, C):
+    # out (metrics, n, m): all distances, blocks of nb queries in parallel
+    n = Q.shape[0]
+    for b in prange((n + nb - 1) // nb):
+        _dense_l1_avx2(Q, qn, R, rn, out, b * nb, min(n, b * nb + nb), 0, C)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def search_l1_avx2(Q, qn, R, rn, Rs, rsn, rank, kk, cap, sparse, nb, W, out_v, out_i, bad, C):
+    # For each block of nb queries: distances to the sample references Rs give each query a
+    # threshold (the rank-th smallest); the pass over R keeps the candidates at or below it (an
+    # upper bound on the kk-th distance when >= kk are kept), and the kk nearest are sorted out of
+    # them. bad[i] = True where a query kept < kk or >= cap candidates: redo it densely.
+    # W workers (one per thread) take every W-th block, so that each allocates (and faults in)
+    # its buffers once.
+    n = Q.shape[0]
+    ns = Rs.shape[0]
+    M = out_v.shape[0]
+    nblocks = (n + nb - 1) // nb
+    for w in prange(W):
+        S = np.empty((M, nb, ns), np.float32)
+        thr = np.empty((M, nb), np.float32)
+        cnt = np.empty((M, nb), np.int64)
+        CI = np.empty((M, nb, cap), np.int32)
+        CV = np.empty((M, nb, cap), np.float32)
+        key, key2 = np.empty(cap, np.uint32), np.empty(cap, np.uint32)
+        pos, pos2 = np.empty(cap, np.int32), np.empty(cap, np.int32)
+        hist = np.empty(256, np.int64)
+        sbuf = np.empty(rank + 1, np.float32)
+        TB = np.zeros((M, 4, TJ + 16), np.float32)
+        for b in range(w, nblocks, W):
+            i0 = b * nb
+            i1 = min(n, i0 + nb)
+            _dense_l1_avx2(Q, qn, Rs, rsn, S, i0, i1, i0, C)
+            for mt in range(M):
+                for a in range(i1 - i0):
+                    thr[mt, a] = sample_threshold(S[mt, a, :ns], rank, sbuf)
+            cnt[:] = 0
+            _cand_l1_avx2(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C)
+            for mt in range(M):
+                for a in range(i1 - i0):
+                    c = cnt[mt, a]
+                    if c < kk or c >= cap:
+                        bad[i0 + a] = True
+                    else:
+                        sorted_topk(CV[mt, a], CI[mt, a], c, kk, out_v[mt, i0 + a], out_i[mt, i0 + a],
+                                    key, key2, pos, pos2, hist)
+
+
+@njit(fastmath=True, nogil=True, cache=True)
+def _dense_l2_avx2(Q, qn, R, rn, out, i0, i1, o0, C):
+    # distances of queries i0:i1 to all of R -> out[metric, i - o0, j]
+    d = Q.shape[1]
+    m = R.shape[0]
+    NEG, ONE = C[0], C[1]
+    for t in range(0, m, TJ):
+        for i in range(i0, i1, 4):
+            q0 = min(i + 0, i1 - 1)
+            q1 = min(i + 1, i1 - 1)
+            q2 = min(i + 2, i1 - 1)
+            q3 = min(i + 3, i1 - 1)
+            for j in range(t, min(m, t + TJ), 2):
+                c0 = min(j + 0, m - 1)
+                c1 = min(j + 1, m - 1)
+                d0_0 = np.float32(0.0)
+                d0_1 = np.float32(0.0)
+                d1_0 = np.float32(0.0)
+                d1_1 = np.float32(0.0)
+                d2_0 = np.float32(0.0)
+                d2_1 = np.float32(0.0)
+                d3_0 = np.float32(0.0)
+                d3_1 = np.float32(0.0)
+                for k in range(d):
+                    r0 = R[c0, k]
+                    r1 = R[c1, k]
+                    x0 = Q[q0, k]
+                    d0_0 += x0 * r0
+                    d0_1 += x0 * r1
+                    x1 = Q[q1, k]
+                    d1_0 += x1 * r0
+                    d1_1 += x1 * r1
+                    x2 = Q[q2, k]
+                    d2_0 += x2 * r0
+                    d2_1 += x2 * r1
+                    x3 = Q[q3, k]
+                    d3_0 += x3 * r0
+                    d3_1 += x3 * r1
+                if i + 0 < i1:
+                    if j + 0 < m:
+                        out[0, i + 0 - o0, j + 0] = max(qn[q0] + rn[c0] - np.float32(2.0) * d0_0, np.float32(0.0))
+                    if j + 1 < m:
+                        out[0, i + 0 - o0, j + 1] = max(qn[q0] + rn[c1] - np.float32(2.0) * d0_1, np.float32(0.0))
+                if i + 1 < i1:
+                    if j + 0 < m:
+                        out[0, i + 1 - o0, j + 0] = max(qn[q1] + rn[c0] - np.float32(2.0) * d1_0, np.float32(0.0))
+                    if j + 1 < m:
+                        out[0, i + 1 - o0, j + 1] = max(qn[q1] + rn[c1] - np.float32(2.0) * d1_1, np.float32(0.0))
+                if i + 2 < i1:
+                    if j + 0 < m:
+                        out[0, i + 2 - o0, j + 0] = max(qn[q2] + rn[c0] - np.float32(2.0) * d2_0, np.float32(0.0))
+                    if j + 1 < m:
+                        out[0, i + 2 - o0, j + 1] = max(qn[q2] + rn[c1] - np.float32(2.0) * d2_1, np.float32(0.0))
+                if i + 3 < i1:
+                    if j + 0 < m:
+                        out[0, i + 3 - o0, j + 0] = max(qn[q3] + rn[c0] - np.float32(2.0) * d3_0, np.float32(0.0))
+                    if j + 1 < m:
+                        out[0, i + 3 - o0, j + 1] = max(qn[q3] + rn[c1] - np.float32(2.0) * d3_1, np.float32(0.0))
+
+
+@njit(fastmath=True, nogil=True, cache=True)
+def _cand_l2_avx2(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C):
+    # distances of queries i0:i1 to all of R; those <= thr[metric, i - i0] are appended to that
+    # query's list CI/CV[metric, i - i0, :cnt] (the last slot takes the overflow: a list with
+    # cnt >= cap is incomplete). Distances go through the small tile TB (metric, QB, TJ) and are
+    # filtered after each tile without a branch per distance (mispredicted for ~1.5k of
+    # the m, each miss would discard the next block's work in flight); when candidates are sparse
+    # (< 2% of m) a group of 16 is skipped when its minimum is above the threshold.
+    d = Q.shape[1]
+    m = R.shape[0]
+    NEG, ONE = C[0], C[1]
+    cap = CI.shape[2]
+    for t in range(0, m, TJ):
+        te = min(m, t + TJ)
+        for i in range(i0, i1, 4):
+            q0 = min(i + 0, i1 - 1)
+            q1 = min(i + 1, i1 - 1)
+            q2 = min(i + 2, i1 - 1)
+            q3 = min(i + 3, i1 - 1)
+            for j in range(t, te, 2):
+                c0 = min(j + 0, m - 1)
+                c1 = min(j + 1, m - 1)
+                d0_0 = np.float32(0.0)
+                d0_1 = np.float32(0.0)
+                d1_0 = np.float32(0.0)
+                d1_1 = np.float32(0.0)
+                d2_0 = np.float32(0.0)
+                d2_1 = np.float32(0.0)
+                d3_0 = np.float32(0.0)
+                d3_1 = np.float32(0.0)
+                for k in range(d):
+                    r0 = R[c0, k]
+                    r1 = R[c1, k]
+                    x0 = Q[q0, k]
+                    d0_0 += x0 * r0
+                    d0_1 += x0 * r1
+                    x1 = Q[q1, k]
+                    d1_0 += x1 * r0
+                    d1_1 += x1 * r1
+                    x2 = Q[q2, k]
+                    d2_0 += x2 * r0
+                    d2_1 += x2 * r1
+                    x3 = Q[q3, k]
+                    d3_0 += x3 * r0
+                    d3_1 += x3 * r1
+                TB[0, 0, j + 0 - t] = max(qn[q0] + rn[c0] - np.float32(2.0) * d0_0, np.float32(0.0))
+                TB[0, 0, j + 1 - t] = max(qn[q0] + rn[c1] - np.float32(2.0) * d0_1, np.float32(0.0))
+                TB[0, 1, j + 0 - t] = max(qn[q1] + rn[c0] - np.float32(2.0) * d1_0, np.float32(0.0))
+                TB[0, 1, j + 1 - t] = max(qn[q1] + rn[c1] - np.float32(2.0) * d1_1, np.float32(0.0))
+                TB[0, 2, j + 0 - t] = max(qn[q2] + rn[c0] - np.float32(2.0) * d2_0, np.float32(0.0))
+                TB[0, 2, j + 1 - t] = max(qn[q2] + rn[c1] - np.float32(2.0) * d2_1, np.float32(0.0))
+                TB[0, 3, j + 0 - t] = max(qn[q3] + rn[c0] - np.float32(2.0) * d3_0, np.float32(0.0))
+                TB[0, 3, j + 1 - t] = max(qn[q3] + rn[c1] - np.float32(2.0) * d3_1, np.float32(0.0))
+            for x in range(TB.shape[0]):
+                for q in range(min(4, i1 - i)):
+                    a = i + q - i0
+                    tq = thr[x, a]
+                    n_ = cnt[x, a]
+                    if sparse:  # few candidates: look at 16 at a time, their minimum first
+                        for c0 in range(0, te - t, 16):
+                            lo = TB[x, q, c0]
+                            for u in range(c0 + 1, c0 + 16):  # (entries past te - t are stale:
+                                lo = min(lo, TB[x, q, u])     # at worst a needless look)
+                            if lo <= tq:
+                                for jj in range(c0, min(c0 + 16, te - t)):
+                                    v = TB[x, q, jj]
+                                    w = min(n_, cap - 1)
+                                    CI[x, a, w] = t + jj
+                                    CV[x, a, w] = v
+                                    n_ += v <= tq
+                    else:
+                        for jj in range(te - t):
+                            v = TB[x, q, jj]
+                            w = min(n_, cap - 1)
+                            CI[x, a, w] = t + jj
+                            CV[x, a, w] = v
+                            n_ += v <= tq
+                    cnt[x, a] = n_
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def dense_l2_avx2(Q, qn, R, rn, out, nb, C):
+    # out (metrics, n, m): all distances, blocks of nb queries in parallel
+    n = Q.shape[0]
+    for b in prange((n + nb - 1) // nb):
+        _dense_l2_avx2(Q, qn, R, rn, out, b * nb, min(n, b * nb + nb), 0, C)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def search_l2_avx2(Q, qn, R, rn, Rs, rsn, rank, kk, cap, sparse, nb, W, out_v, out_i, bad, C):
+    # For each block of nb queries: distances to the sample references Rs give each query a
+    # threshold (the rank-th smallest); the pass over R keeps the candidates at or below it (an
+    # upper bound on the kk-th distance when >= kk are kept), and the kk nearest are sorted out of
+    # them. bad[i] = True where a query kept < kk or >= cap candidates: redo it densely.
+    # W workers (one per thread) take every W-th block, so that each allocates (and faults in)
+    # its buffers once.
+    n = Q.shape[0]
+    ns = Rs.shape[0]
+    M = out_v.shape[0]
+    nblocks = (n + nb - 1) // nb
+    for w in prange(W):
+        S = np.empty((M, nb, ns), np.float32)
+        thr = np.empty((M, nb), np.float32)
+        cnt = np.empty((M, nb), np.int64)
+        CI = np.empty((M, nb, cap), np.int32)
+        CV = np.empty((M, nb, cap), np.float32)
+        key, key2 = np.empty(cap, np.uint32), np.empty(cap, np.uint32)
+        pos, pos2 = np.empty(cap, np.int32), np.empty(cap, np.int32)
+        hist = np.empty(256, np.int64)
+        sbuf = np.empty(rank + 1, np.float32)
+        TB = np.zeros((M, 4, TJ + 16), np.float32)
+        for b in range(w, nblocks, W):
+            i0 = b * nb
+            i1 = min(n, i0 + nb)
+            _dense_l2_avx2(Q, qn, Rs, rsn, S, i0, i1, i0, C)
+            for mt in range(M):
+                for a in range(i1 - i0):
+                    thr[mt, a] = sample_threshold(S[mt, a, :ns], rank, sbuf)
+            cnt[:] = 0
+            _cand_l2_avx2(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C)
+            for mt in range(M):
+                for a in range(i1 - i0):
+                    c = cnt[mt, a]
+                    if c < kk or c >= cap:
+                        bad[i0 + a] = True
+                    else:
+                        sorted_topk(CV[mt, a], CI[mt, a], c, kk, out_v[mt, i0 + a], out_i[mt, i0 + a],
+                                    key, key2, pos, pos2, hist)
+
+
+@njit(fastmath=True, nogil=True, cache=True)
+def _dense_l1l2_avx2(Q, qn, R, rn, out, i0, i1, o0, C):
+    # distances of queries i0:i1 to all of R -> out[metric, i - o0, j]
+    d = Q.shape[1]
+    m = R.shape[0]
+    NEG, ONE = C[0], C[1]
+    for t in range(0, m, TJ):
+        for i in range(i0, i1, 2):
+            q0 = min(i + 0, i1 - 1)
+            q1 = min(i + 1, i1 - 1)
+            for j in range(t, min(m, t + TJ), 2):
+                c0 = min(j + 0, m - 1)
+                c1 = min(j + 1, m - 1)
+                l0_0 = np.float32(0.0)
+                l0_1 = np.float32(0.0)
+                l1_0 = np.float32(0.0)
+                l1_1 = np.float32(0.0)
+                d0_0 = np.float32(0.0)
+                d0_1 = np.float32(0.0)
+                d1_0 = np.float32(0.0)
+                d1_1 = np.float32(0.0)
+                for k in range(d):
+                    r0 = R[c0, k]
+                    r1 = R[c1, k]
+                    x0 = Q[q0, k]
+                    l0_0 += abs(x0 - r0)
+                    d0_0 += x0 * r0
+                    l0_1 += abs(x0 - r1) * ONE
+                    d0_1 += x0 * r1
+                    x1 = Q[q1, k]
+                    l1_0 += abs(x1 - r0) * ONE
+                    d1_0 += x1 * r0
+                    l1_1 += abs(x1 - r1)
+                    d1_1 += x1 * r1
+                if i + 0 < i1:
+                    if j + 0 < m:
+                        out[0, i + 0 - o0, j + 0] = l0_0
+                        out[1, i + 0 - o0, j + 0] = max(qn[q0] + rn[c0] - np.float32(2.0) * d0_0, np.float32(0.0))
+                    if j + 1 < m:
+                        out[0, i + 0 - o0, j + 1] = l0_1
+                        out[1, i + 0 - o0, j + 1] = max(qn[q0] + rn[c1] - np.float32(2.0) * d0_1, np.float32(0.0))
+                if i + 1 < i1:
+                    if j + 0 < m:
+                        out[0, i + 1 - o0, j + 0] = l1_0
+                        out[1, i + 1 - o0, j + 0] = max(qn[q1] + rn[c0] - np.float32(2.0) * d1_0, np.float32(0.0))
+                    if j + 1 < m:
+                        out[0, i + 1 - o0, j + 1] = l1_1
+                        out[1, i + 1 - o0, j + 1] = max(qn[q1] + rn[c1] - np.float32(2.0) * d1_1, np.float32(0.0))
+
+
+@njit(fastmath=True, nogil=True, cache=True)
+def _cand_l1l2_avx2(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C):
+    # distances of queries i0:i1 to all of R; those <= thr[metric, i - i0] are appended to that
+    # query's list CI/CV[metric, i - i0, :cnt] (the last slot takes the overflow: a list with
+    # cnt >= cap is incomplete). Distances go through the small tile TB (metric, QB, TJ) and are
+    # filtered after each tile without a branch per distance (mispredicted for ~1.5k of
+    # the m, each miss would discard the next block's work in flight); when candidates are sparse
+    # (< 2% of m) a group of 16 is skipped when its minimum is above the threshold.
+    d = Q.shape[1]
+    m = R.shape[0]
+    NEG, ONE = C[0], C[1]
+    cap = CI.shape[2]
+    for t in range(0, m, TJ):
+        te = min(m, t + TJ)
+        for i in range(i0, i1, 2):
+            q0 = min(i + 0, i1 - 1)
+            q1 = min(i + 1, i1 - 1)
+            for j in range(t, te, 2):
+                c0 = min(j + 0, m - 1)
+                c1 = min(j + 1, m - 1)
+                l0_0 = np.float32(0.0)
+                l0_1 = np.float32(0.0)
+                l1_0 = np.float32(0.0)
+                l1_1 = np.float32(0.0)
+                d0_0 = np.float32(0.0)
+                d0_1 = np.float32(0.0)
+                d1_0 = np.float32(0.0)
+                d1_1 = np.float32(0.0)
+                for k in range(d):
+                    r0 = R[c0, k]
+                    r1 = R[c1, k]
+                    x0 = Q[q0, k]
+                    l0_0 += abs(x0 - r0)
+                    d0_0 += x0 * r0
+                    l0_1 += abs(x0 - r1) * ONE
+                    d0_1 += x0 * r1
+                    x1 = Q[q1, k]
+                    l1_0 += abs(x1 - r0) * ONE
+                    d1_0 += x1 * r0
+                    l1_1 += abs(x1 - r1)
+                    d1_1 += x1 * r1
+                TB[0, 0, j + 0 - t] = l0_0
+                TB[1, 0, j + 0 - t] = max(qn[q0] + rn[c0] - np.float32(2.0) * d0_0, np.float32(0.0))
+                TB[0, 0, j + 1 - t] = l0_1
+                TB[1, 0, j + 1 - t] = max(qn[q0] + rn[c1] - np.float32(2.0) * d0_1, np.float32(0.0))
+                TB[0, 1, j + 0 - t] = l1_0
+                TB[1, 1, j + 0 - t] = max(qn[q1] + rn[c0] - np.float32(2.0) * d1_0, np.float32(0.0))
+                TB[0, 1, j + 1 - t] = l1_1
+                TB[1, 1, j + 1 - t] = max(qn[q1] + rn[c1] - np.float32(2.0) * d1_1, np.float32(0.0))
+            for x in range(TB.shape[0]):
+                for q in range(min(2, i1 - i)):
+                    a = i + q - i0
+                    tq = thr[x, a]
+                    n_ = cnt[x, a]
+                    if sparse:  # few candidates: look at 16 at a time, their minimum first
+                        for c0 in range(0, te - t, 16):
+                            lo = TB[x, q, c0]
+                            for u in range(c0 + 1, c0 + 16):  # (entries past te - t are stale:
+                                lo = min(lo, TB[x, q, u])     # at worst a needless look)
+                            if lo <= tq:
+                                for jj in range(c0, min(c0 + 16, te - t)):
+                                    v = TB[x, q, jj]
+                                    w = min(n_, cap - 1)
+                                    CI[x, a, w] = t + jj
+                                    CV[x, a, w] = v
+                                    n_ += v <= tq
+                    else:
+                        for jj in range(te - t):
+                            v = TB[x, q, jj]
+                            w = min(n_, cap - 1)
+                            CI[x, a, w] = t + jj
+                            CV[x, a, w] = v
+                            n_ += v <= tq
+                    cnt[x, a] = n_
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def dense_l1l2_avx2(Q, qn, R, rn, out, nb, C):
+    # out (metrics, n, m): all distances, blocks of nb queries in parallel
+    n = Q.shape[0]
+    for b in prange((n + nb - 1) // nb):
+        _dense_l1l2_avx2(Q, qn, R, rn, out, b * nb, min(n, b * nb + nb), 0, C)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def search_l1l2_avx2(Q, qn, R, rn, Rs, rsn, rank, kk, cap, sparse, nb, W, out_v, out_i, bad, C):
+    # For each block of nb queries: distances to the sample references Rs give each query a
+    # threshold (the rank-th smallest); the pass over R keeps the candidates at or below it (an
+    # upper bound on the kk-th distance when >= kk are kept), and the kk nearest are sorted out of
+    # them. bad[i] = True where a query kept < kk or >= cap candidates: redo it densely.
+    # W workers (one per thread) take every W-th block, so that each allocates (and faults in)
+    # its buffers once.
+    n = Q.shape[0]
+    ns = Rs.shape[0]
+    M = out_v.shape[0]
+    nblocks = (n + nb - 1) // nb
+    for w in prange(W):
+        S = np.empty((M, nb, ns), np.float32)
+        thr = np.empty((M, nb), np.float32)
+        cnt = np.empty((M, nb), np.int64)
+        CI = np.empty((M, nb, cap), np.int32)
+        CV = np.empty((M, nb, cap), np.float32)
+        key, key2 = np.empty(cap, np.uint32), np.empty(cap, np.uint32)
+        pos, pos2 = np.empty(cap, np.int32), np.empty(cap, np.int32)
+        hist = np.empty(256, np.int64)
+        sbuf = np.empty(rank + 1, np.float32)
+        TB = np.zeros((M, 2, TJ + 16), np.float32)
+        for b in range(w, nblocks, W):
+            i0 = b * nb
+            i1 = min(n, i0 + nb)
+            _dense_l1l2_avx2(Q, qn, Rs, rsn, S, i0, i1, i0, C)
+            for mt in range(M):
+                for a in range(i1 - i0):
+                    thr[mt, a] = sample_threshold(S[mt, a, :ns], rank, sbuf)
+            cnt[:] = 0
+            _cand_l1l2_avx2(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C)
             for mt in range(M):
                 for a in range(i1 - i0):
                     c = cnt[mt, a]

@@ -59,7 +59,17 @@ def dense_calls(monkeypatch):
     return calls
 
 
-def test_threshold_path_is_exact(dense_calls):
+@pytest.fixture(params=["host", "avx512", "avx2"])
+def isa(request, monkeypatch):
+    """Runs a test with the host's kernels and with each instruction set's block shapes (both
+    compile for the host, so both are checked here whatever the machine)."""
+    from dnnknn import knn
+    if request.param != "host":
+        monkeypatch.setattr(knn, "_ISA", request.param)
+    return request.param
+
+
+def test_threshold_path_is_exact(dense_calls, isa):
     # >= 8192 references: thresholds from a sample, candidates only (no distance matrix)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((9000, 24)).astype(np.float32)
@@ -80,7 +90,7 @@ def test_threshold_path_is_exact(dense_calls):
         np.testing.assert_array_equal(chunked[mt][1], search(q, x, 30, mt)[mt][1][:, :30])
 
 
-def test_both_metrics_give_the_same_distances_as_each_alone():
+def test_both_metrics_give_the_same_distances_as_each_alone(isa):
     # one kernel per metric set, but the same arithmetic per pair: identical results
     rng = np.random.default_rng(5)
     x = rng.standard_normal((9000, 640)).astype(np.float32)
@@ -93,7 +103,7 @@ def test_both_metrics_give_the_same_distances_as_each_alone():
             np.testing.assert_array_equal(both[mt][1], alone[1])
 
 
-def test_threshold_fallback_on_duplicates(dense_calls):
+def test_threshold_fallback_on_duplicates(dense_calls, isa):
     # 7000 copies of one point: a query next to it keeps them all as candidates (over the cap),
     # so it is redone densely; the copies tie exactly and come out in index order
     rng = np.random.default_rng(4)
