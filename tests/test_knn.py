@@ -119,6 +119,19 @@ def test_threshold_fallback_on_duplicates(dense_calls, isa):
     assert len(dense_calls) == 2 and dense_calls[0] < 21  # only the flagged rows went dense
 
 
+def test_torch_path_matches_cpu_kernels():
+    # the CUDA code path (torch.cdist / matrix-multiply form + topk), run here on CPU tensors
+    import torch
+    from dnnknn.knn import _search_torch
+    x, _, q = _data(n=600, m=50, d=64, seed=6)
+    res = _search_torch(torch.from_numpy(q), torch.from_numpy(x), 25, ("l1", "l2"), chunk=16)
+    for mt in ("l1", "l2"):
+        d, i = search(q, x, 25, mt)[mt]
+        v = res[mt][0].numpy()
+        np.testing.assert_array_equal(res[mt][1].numpy(), i)
+        np.testing.assert_allclose(np.sqrt(v) if mt == "l2" else v, d, rtol=1e-4, atol=1e-5)
+
+
 def test_generated_kernels_are_current():
     from dnnknn import knn_codegen
     assert knn_codegen.PATH.read_text() == knn_codegen.render(), \
