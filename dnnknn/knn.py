@@ -7,7 +7,7 @@ Why this design
   AVX2, whatever the host has), sweeping tiles of 128 references that stay in cache; half of the
   additions go through the FMA units so that the adders are not the only busy ones. numba is a
   small, well-kept dependency with no compiler at install time, and it caches the compiled
-  kernels on disk. (`benchmarks/knn.py`: about 10x faster than faiss's METRIC_L1 here.) L2 is the matrix-multiply form |q|^2 + |r|^2 - 2 q.r (one FMA per dimension,
+  kernels on disk. (`benchmarks/knn.py`: about 8x faster than faiss's METRIC_L1 here.) L2 is the matrix-multiply form |q|^2 + |r|^2 - 2 q.r (one FMA per dimension,
   like faiss's IndexFlatL2 and scikit-learn) computed by the same kind of kernel; asked together,
   both metrics come from one pass over the data.
 - The distance matrix is never written. Each query first gets a threshold from its distances to
