@@ -50,6 +50,7 @@ from .knn_select import select_dense, vote_kernel
 
 METRICS = ("l1", "l2")
 
+
 def _host_isa() -> str:
     """'avx512' when the CPU has AVX-512 (32 vector registers: bigger register blocks), else 'avx2'."""
     try:
@@ -97,13 +98,15 @@ def _search_cpu(q: np.ndarray, r: np.ndarray, kk: int, metrics: tuple[str, ...],
         for s in range(0, n, step):
             e = min(n, s + step)
             nb = _blocks(e - s)
-            v, i = vals[:, s:e], idxs[:, s:e]
-            if step < n:
-                v, i = np.empty_like(v), np.empty_like(i)
+            whole = step >= n  # else a chunk: the kernel wants contiguous outputs
+            v = vals if whole else np.empty((len(metrics), e - s, kk), np.float32)
+            i = idxs if whole else np.empty((len(metrics), e - s, kk), np.int64)
             workers = min(-(-(e - s) // nb), numba.get_num_threads())
-            getattr(knn_kernels, f"search_{tag}_{_ISA}")(q[s:e], qsq[s:e] if with_l2 else _EMPTY, r, rsq, rs, rssq,
-                                                  rank, kk, cap, sparse, nb, workers, v, i, bad[s:e], knn_kernels.C)
-            vals[:, s:e], idxs[:, s:e] = v, i
+            kernel = getattr(knn_kernels, f"search_{tag}_{_ISA}")
+            kernel(q[s:e], qsq[s:e] if with_l2 else _EMPTY, r, rsq, rs, rssq, rank, kk, cap, sparse,
+                   nb, workers, v, i, bad[s:e], knn_kernels.C)
+            if not whole:
+                vals[:, s:e], idxs[:, s:e] = v, i
         redo = np.flatnonzero(bad)
     else:
         redo = np.arange(n)
@@ -115,8 +118,9 @@ def _search_cpu(q: np.ndarray, r: np.ndarray, kk: int, metrics: tuple[str, ...],
             if out is None or out.shape[1] != len(rows):  # reused: fresh pages cost page faults
                 out = np.empty((len(metrics), len(rows), m), np.float32)
                 v, i = np.empty((len(rows), kk), np.float32), np.empty((len(rows), kk), np.int64)
-            getattr(knn_kernels, f"dense_{tag}_{_ISA}")(np.ascontiguousarray(q[rows]), qsq[rows] if with_l2 else _EMPTY,
-                                                 r, rsq, out, _blocks(len(rows)), knn_kernels.C)
+            kernel = getattr(knn_kernels, f"dense_{tag}_{_ISA}")
+            kernel(np.ascontiguousarray(q[rows]), qsq[rows] if with_l2 else _EMPTY, r, rsq, out,
+                   _blocks(len(rows)), knn_kernels.C)
             for x in range(len(metrics)):
                 select_dense(out[x], kk, v, i)
                 vals[x, rows], idxs[x, rows] = v, i
