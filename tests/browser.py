@@ -43,11 +43,18 @@ def check_in_chromium(html_dir: Path, screenshot: Path):
         base = f"http://127.0.0.1:{server.server_address[1]}"
         from dnnknn.book import PAGES
         titles = {}
+        from selenium.common.exceptions import TimeoutException
         from selenium.webdriver.support.ui import WebDriverWait
         for page in ["index.html", "01_knn_during_training.html"]:
             browser.get(f"{base}/{page}")
             if page == "index.html":  # jupyter-book's index redirects to the root page
                 WebDriverWait(browser, 20).until(lambda b: b.current_url.endswith("intro.html"))
+            try:  # the redirected page may still be loading: wait for its load event and sidebar
+                WebDriverWait(browser, 30).until(lambda b: b.execute_script(
+                    "return document.readyState === 'complete' && "
+                    "document.querySelectorAll('nav.bd-docs-nav a').length > 0"))
+            except TimeoutException:
+                pass  # the assertions below say what is missing
             broken = browser.execute_script(
                 "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
             assert broken == [], broken
