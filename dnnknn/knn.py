@@ -7,9 +7,10 @@ Why this design
   AVX2, whatever the host has), sweeping tiles of 128 references that stay in cache; half of the
   additions go through the FMA units so that the adders are not the only busy ones. numba is a
   small, well-kept dependency with no compiler at install time, and it caches the compiled
-  kernels on disk. (`benchmarks/knn.py`: about 8x faster than faiss's METRIC_L1 here.) L2 is the matrix-multiply form |q|^2 + |r|^2 - 2 q.r (one FMA per dimension,
-  like faiss's IndexFlatL2 and scikit-learn) computed by the same kind of kernel; asked together,
-  both metrics come from one pass over the data.
+  kernels on disk (`benchmarks/knn.py`: about 8x faster than faiss's METRIC_L1 here). L2 is the
+  matrix-multiply form |q|^2 + |r|^2 - 2 q.r (one FMA per dimension, like faiss's IndexFlatL2
+  and scikit-learn) computed by the same kind of kernel; asked together, both metrics come from
+  one pass over the data.
 - The distance matrix is never written. Each query first gets a threshold from its distances to
   ~3% of the references, sampled (an order statistic chosen so that, with high probability,
   about 1.2-2 k references fall below it); the pass over all references keeps only the distances at
@@ -239,6 +240,8 @@ def vote(neighbor_labels, ks, num_classes: int) -> dict[int, np.ndarray]:
     neighbor_labels (n, K) int with K >= max(ks) -> {k: predictions (n,)}. The counts grow
     incrementally from one k to the next, so all ks cost one pass over the K neighbours."""
     lab = np.asarray(neighbor_labels)
+    # the labels are their own indices into an identity table (long enough that a label
+    # >= num_classes is reported as a bad label, not as a bad index)
     return vote_neighbors(lab, np.arange(max(num_classes, int(lab.max(initial=0)) + 1)), ks, num_classes)
 
 

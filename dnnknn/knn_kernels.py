@@ -214,20 +214,14 @@ def _cand_l1_avx512(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C):
                     a = i + q - i0
                     tq = thr[x, a]
                     n_ = cnt[x, a]
-                    if sparse:  # few candidates: look at 16 at a time, their minimum first
-                        for c0 in range(0, te - t, 16):
+                    for c0 in range(0, te - t, 16):
+                        if sparse:  # few candidates: skip 16 whose minimum is above tq
                             lo = TB[x, q, c0]
                             for u in range(c0 + 1, c0 + 16):  # (entries past te - t are stale:
                                 lo = min(lo, TB[x, q, u])     # at worst a needless look)
-                            if lo <= tq:
-                                for jj in range(c0, min(c0 + 16, te - t)):
-                                    v = TB[x, q, jj]
-                                    w = min(n_, cap - 1)
-                                    CI[x, a, w] = t + jj
-                                    CV[x, a, w] = v
-                                    n_ += v <= tq
-                    else:
-                        for jj in range(te - t):
+                            if lo > tq:
+                                continue
+                        for jj in range(c0, min(c0 + 16, te - t)):
                             v = TB[x, q, jj]
                             w = min(n_, cap - 1)
                             CI[x, a, w] = t + jj
@@ -273,7 +267,7 @@ def search_l1_avx512(Q, qn, R, rn, Rs, rsn, rank, kk, cap, sparse, nb, W, out_v,
             _dense_l1_avx512(Q, qn, Rs, rsn, S, i0, i1, i0, C)
             for mt in range(M):
                 for a in range(i1 - i0):
-                    thr[mt, a] = sample_threshold(S[mt, a, :ns], rank, sbuf)
+                    thr[mt, a] = sample_threshold(S[mt, a], rank, sbuf)
             cnt[:] = 0
             _cand_l1_avx512(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C)
             for mt in range(M):
@@ -480,20 +474,14 @@ def _cand_l2_avx512(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C):
                     a = i + q - i0
                     tq = thr[x, a]
                     n_ = cnt[x, a]
-                    if sparse:  # few candidates: look at 16 at a time, their minimum first
-                        for c0 in range(0, te - t, 16):
+                    for c0 in range(0, te - t, 16):
+                        if sparse:  # few candidates: skip 16 whose minimum is above tq
                             lo = TB[x, q, c0]
                             for u in range(c0 + 1, c0 + 16):  # (entries past te - t are stale:
                                 lo = min(lo, TB[x, q, u])     # at worst a needless look)
-                            if lo <= tq:
-                                for jj in range(c0, min(c0 + 16, te - t)):
-                                    v = TB[x, q, jj]
-                                    w = min(n_, cap - 1)
-                                    CI[x, a, w] = t + jj
-                                    CV[x, a, w] = v
-                                    n_ += v <= tq
-                    else:
-                        for jj in range(te - t):
+                            if lo > tq:
+                                continue
+                        for jj in range(c0, min(c0 + 16, te - t)):
                             v = TB[x, q, jj]
                             w = min(n_, cap - 1)
                             CI[x, a, w] = t + jj
@@ -539,7 +527,7 @@ def search_l2_avx512(Q, qn, R, rn, Rs, rsn, rank, kk, cap, sparse, nb, W, out_v,
             _dense_l2_avx512(Q, qn, Rs, rsn, S, i0, i1, i0, C)
             for mt in range(M):
                 for a in range(i1 - i0):
-                    thr[mt, a] = sample_threshold(S[mt, a, :ns], rank, sbuf)
+                    thr[mt, a] = sample_threshold(S[mt, a], rank, sbuf)
             cnt[:] = 0
             _cand_l2_avx512(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C)
             for mt in range(M):
@@ -718,20 +706,14 @@ def _cand_l1l2_avx512(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C):
                     a = i + q - i0
                     tq = thr[x, a]
                     n_ = cnt[x, a]
-                    if sparse:  # few candidates: look at 16 at a time, their minimum first
-                        for c0 in range(0, te - t, 16):
+                    for c0 in range(0, te - t, 16):
+                        if sparse:  # few candidates: skip 16 whose minimum is above tq
                             lo = TB[x, q, c0]
                             for u in range(c0 + 1, c0 + 16):  # (entries past te - t are stale:
                                 lo = min(lo, TB[x, q, u])     # at worst a needless look)
-                            if lo <= tq:
-                                for jj in range(c0, min(c0 + 16, te - t)):
-                                    v = TB[x, q, jj]
-                                    w = min(n_, cap - 1)
-                                    CI[x, a, w] = t + jj
-                                    CV[x, a, w] = v
-                                    n_ += v <= tq
-                    else:
-                        for jj in range(te - t):
+                            if lo > tq:
+                                continue
+                        for jj in range(c0, min(c0 + 16, te - t)):
                             v = TB[x, q, jj]
                             w = min(n_, cap - 1)
                             CI[x, a, w] = t + jj
@@ -777,7 +759,7 @@ def search_l1l2_avx512(Q, qn, R, rn, Rs, rsn, rank, kk, cap, sparse, nb, W, out_
             _dense_l1l2_avx512(Q, qn, Rs, rsn, S, i0, i1, i0, C)
             for mt in range(M):
                 for a in range(i1 - i0):
-                    thr[mt, a] = sample_threshold(S[mt, a, :ns], rank, sbuf)
+                    thr[mt, a] = sample_threshold(S[mt, a], rank, sbuf)
             cnt[:] = 0
             _cand_l1l2_avx512(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C)
             for mt in range(M):
@@ -908,20 +890,14 @@ def _cand_l1_avx2(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C):
                     a = i + q - i0
                     tq = thr[x, a]
                     n_ = cnt[x, a]
-                    if sparse:  # few candidates: look at 16 at a time, their minimum first
-                        for c0 in range(0, te - t, 16):
+                    for c0 in range(0, te - t, 16):
+                        if sparse:  # few candidates: skip 16 whose minimum is above tq
                             lo = TB[x, q, c0]
                             for u in range(c0 + 1, c0 + 16):  # (entries past te - t are stale:
                                 lo = min(lo, TB[x, q, u])     # at worst a needless look)
-                            if lo <= tq:
-                                for jj in range(c0, min(c0 + 16, te - t)):
-                                    v = TB[x, q, jj]
-                                    w = min(n_, cap - 1)
-                                    CI[x, a, w] = t + jj
-                                    CV[x, a, w] = v
-                                    n_ += v <= tq
-                    else:
-                        for jj in range(te - t):
+                            if lo > tq:
+                                continue
+                        for jj in range(c0, min(c0 + 16, te - t)):
                             v = TB[x, q, jj]
                             w = min(n_, cap - 1)
                             CI[x, a, w] = t + jj
@@ -967,7 +943,7 @@ def search_l1_avx2(Q, qn, R, rn, Rs, rsn, rank, kk, cap, sparse, nb, W, out_v, o
             _dense_l1_avx2(Q, qn, Rs, rsn, S, i0, i1, i0, C)
             for mt in range(M):
                 for a in range(i1 - i0):
-                    thr[mt, a] = sample_threshold(S[mt, a, :ns], rank, sbuf)
+                    thr[mt, a] = sample_threshold(S[mt, a], rank, sbuf)
             cnt[:] = 0
             _cand_l1_avx2(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C)
             for mt in range(M):
@@ -1098,20 +1074,14 @@ def _cand_l2_avx2(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C):
                     a = i + q - i0
                     tq = thr[x, a]
                     n_ = cnt[x, a]
-                    if sparse:  # few candidates: look at 16 at a time, their minimum first
-                        for c0 in range(0, te - t, 16):
+                    for c0 in range(0, te - t, 16):
+                        if sparse:  # few candidates: skip 16 whose minimum is above tq
                             lo = TB[x, q, c0]
                             for u in range(c0 + 1, c0 + 16):  # (entries past te - t are stale:
                                 lo = min(lo, TB[x, q, u])     # at worst a needless look)
-                            if lo <= tq:
-                                for jj in range(c0, min(c0 + 16, te - t)):
-                                    v = TB[x, q, jj]
-                                    w = min(n_, cap - 1)
-                                    CI[x, a, w] = t + jj
-                                    CV[x, a, w] = v
-                                    n_ += v <= tq
-                    else:
-                        for jj in range(te - t):
+                            if lo > tq:
+                                continue
+                        for jj in range(c0, min(c0 + 16, te - t)):
                             v = TB[x, q, jj]
                             w = min(n_, cap - 1)
                             CI[x, a, w] = t + jj
@@ -1157,7 +1127,7 @@ def search_l2_avx2(Q, qn, R, rn, Rs, rsn, rank, kk, cap, sparse, nb, W, out_v, o
             _dense_l2_avx2(Q, qn, Rs, rsn, S, i0, i1, i0, C)
             for mt in range(M):
                 for a in range(i1 - i0):
-                    thr[mt, a] = sample_threshold(S[mt, a, :ns], rank, sbuf)
+                    thr[mt, a] = sample_threshold(S[mt, a], rank, sbuf)
             cnt[:] = 0
             _cand_l2_avx2(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C)
             for mt in range(M):
@@ -1274,20 +1244,14 @@ def _cand_l1l2_avx2(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C):
                     a = i + q - i0
                     tq = thr[x, a]
                     n_ = cnt[x, a]
-                    if sparse:  # few candidates: look at 16 at a time, their minimum first
-                        for c0 in range(0, te - t, 16):
+                    for c0 in range(0, te - t, 16):
+                        if sparse:  # few candidates: skip 16 whose minimum is above tq
                             lo = TB[x, q, c0]
                             for u in range(c0 + 1, c0 + 16):  # (entries past te - t are stale:
                                 lo = min(lo, TB[x, q, u])     # at worst a needless look)
-                            if lo <= tq:
-                                for jj in range(c0, min(c0 + 16, te - t)):
-                                    v = TB[x, q, jj]
-                                    w = min(n_, cap - 1)
-                                    CI[x, a, w] = t + jj
-                                    CV[x, a, w] = v
-                                    n_ += v <= tq
-                    else:
-                        for jj in range(te - t):
+                            if lo > tq:
+                                continue
+                        for jj in range(c0, min(c0 + 16, te - t)):
                             v = TB[x, q, jj]
                             w = min(n_, cap - 1)
                             CI[x, a, w] = t + jj
@@ -1333,7 +1297,7 @@ def search_l1l2_avx2(Q, qn, R, rn, Rs, rsn, rank, kk, cap, sparse, nb, W, out_v,
             _dense_l1l2_avx2(Q, qn, Rs, rsn, S, i0, i1, i0, C)
             for mt in range(M):
                 for a in range(i1 - i0):
-                    thr[mt, a] = sample_threshold(S[mt, a, :ns], rank, sbuf)
+                    thr[mt, a] = sample_threshold(S[mt, a], rank, sbuf)
             cnt[:] = 0
             _cand_l1l2_avx2(Q, qn, R, rn, thr, cnt, CI, CV, i0, i1, TB, sparse, C)
             for mt in range(M):

@@ -128,16 +128,14 @@ def select_dense(D, kk, vals, idxs):
                 thr = np.partition(sample, rank)[rank]
             else:
                 thr = np.partition(row, kk - 1)[kk - 1]
-            c = 0
-            for j in range(m):
-                ci[c] = j
-                c += row[j] <= thr
-            if c < kk:
-                thr = np.partition(row, kk - 1)[kk - 1]
+            while True:
                 c = 0
                 for j in range(m):
                     ci[c] = j
                     c += row[j] <= thr
+                if c >= kk:
+                    break
+                thr = np.partition(row, kk - 1)[kk - 1]  # an unlucky sample: the exact value
             for a in range(c):
                 cv[a] = row[ci[a]]
             sorted_topk(cv, ci, c, kk, vals[i], idxs[i], key, key2, pos, pos2, hist)
