@@ -4,7 +4,7 @@
     run = RunStore().get(RunConfig(dataset="mnist5k", model="mlp640", steps=300))
     run.table()          # DNN and k-NN accuracy, MC, ME, P_SAME by training step
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # bumped when the numbers a run produces change (0.2: k-NN on the normalised embedding, decay on weights)
 
 from .config import RunConfig  # noqa: E402
 from .errors import ConfigError, DataNotFoundError, DnnKnnError, TrainingDiverged  # noqa: E402

@@ -12,6 +12,13 @@ from .knn import METRICS
 from .models import MODELS
 
 OPTIMIZERS = ("sgd", "gd")
+# Decay applies to the weights of convolutions and fully connected layers only (not to biases or
+# batch-norm), as in the authors' code (the `DW` variables). The coefficient on 1/2 |w|^2:
+#   "authors":    what giladcohen/tensorflow_TB applied: LeNet and MLP-640 put the rate into
+#                 slim.l2_regularizer *and* multiply the summed losses by it again (rate^2); the
+#                 Wide-ResNet applies the rate once.
+#   "paper-text": the rate as the paper states it, for every model.
+WEIGHT_DECAY_RULES = ("authors", "paper-text")
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,8 @@ class RunConfig:
     lr_milestones: tuple[int, ...] | None = None  # steps where lr *= lr_factor
     lr_factor: float = 0.2
     momentum: float | None = None  # default 0.9 Nesterov (sgd), 0 (gd)
-    weight_decay: float | None = None  # default per model and dataset, appendix A
+    weight_decay: float | None = None  # the paper's rate; default per model and dataset, appendix A
+    weight_decay_rule: str = "authors"  # how the rate becomes the L2 coefficient: see WEIGHT_DECAY_RULES
     augment: bool | None = None   # default True (sgd), False (gd)
     eval_steps: tuple[int, ...] | None = None  # default: 11 evenly spaced steps, 0 and the last included
     ks: tuple[int, ...] = (30,)
@@ -42,7 +50,7 @@ class RunConfig:
     probe_ks: tuple[int, ...] = (1, 5, 30, 100)  # ...with these k, the first metric, no PCA
     limit: tuple[int, int] | None = None  # keep only the first (n_train, n_test) images
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"          # where it runs; not part of the run's identity (recorded in meta.json)
     precision: str = "fp32"       # "fp32" or "bf16" (autocast for training and embedding)
 
     def __post_init__(self):
@@ -77,6 +85,17 @@ class RunConfig:
             pca_dims=tuple(sorted(set(self.pca_dims))),
         )
 
+    @property
+    def effective_weight_decay(self) -> float:
+        """The L2 coefficient the optimiser applies to weights (see WEIGHT_DECAY_RULES)."""
+        rate = self.resolve().weight_decay
+        squared = self.weight_decay_rule == "authors" and self.model in ("lenet", "mlp640")
+        return rate * rate if squared else rate
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
+        return f"RunConfig({fields}) [effective weight decay {self.effective_weight_decay:g} on weights]"
+
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
@@ -89,8 +108,15 @@ class RunConfig:
         tuples = {"lr_milestones", "eval_steps", "train_eval_steps", "probe_ks", "ks", "metrics", "pca_dims", "probe_layers", "limit"}
         return cls(**{k: (tuple(v) if k in tuples and v is not None else v) for k, v in d.items()})
 
+    def identity(self) -> dict:
+        """What determines the run's numbers: the resolved settings without the device, so a run
+        made on a GPU or a cluster is found by a CPU build of the book."""
+        d = self.resolve().to_dict()
+        del d["device"]
+        return d
+
     def key(self, version: str) -> str:
-        blob = json.dumps({"config": self.resolve().to_dict(), "version": version}, sort_keys=True)
+        blob = json.dumps({"config": self.identity(), "version": version}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def label(self) -> str:
@@ -137,6 +163,8 @@ def _validate(c: RunConfig):
         v = getattr(c, name)
         need(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0),
              f"{name} must be a non-negative number, got {v!r}")
+    need(c.weight_decay_rule in WEIGHT_DECAY_RULES,
+         f"weight_decay_rule must be one of {WEIGHT_DECAY_RULES}, got {c.weight_decay_rule!r}")
     need(isinstance(c.lr_factor, (int, float)) and 0 < c.lr_factor <= 1,
          f"lr_factor must be in (0, 1], got {c.lr_factor!r}")
     need(isinstance(c.ks, tuple) and c.ks and all(_is_int(k) and k > 0 for k in c.ks),

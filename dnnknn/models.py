@@ -1,17 +1,20 @@
-"""The paper's three networks, each ending in a 640-d embedding -> L2-normalisation -> linear.
+"""The paper's three networks, each ending in a 640-d vector -> L2-normalisation -> linear.
 
 Every model is a `ProbedNet`: an ordered list of named stages (the paper's layer names, Figure 2)
-followed by the head. `model(x)` gives logits; `model.features(x, layers)` gives the features of any
-named layers from one forward pass, 4-D maps reduced by global average pooling.
+followed by the last fully connected layer. The last two stages are `embedding_raw` (the 640-d
+vector) and `embedding` (that vector L2-normalised: the point on the hyper-sphere that the last
+layer sees, and the vector the authors' k-NN reads as `net['embedding_layer']`). `model(x)` gives
+logits; `model.features(x, layers)` gives the features of any named layers from one forward pass,
+4-D maps reduced by global average pooling.
 
 Architectures follow the authors' TensorFlow code (giladcohen/tensorflow_TB):
-- mlp640: flatten -> fc 640 + ReLU = embedding -> L2-normalise -> fc.
+- mlp640: flatten -> fc 640 + ReLU = embedding_raw -> L2-normalise = embedding -> fc.
 - lenet: conv 5x5x32 (same) + ReLU -> max-pool 2 -> conv 5x5x64 + ReLU -> max-pool 2 -> flatten ->
-  fc 640 + ReLU = embedding -> L2-normalise -> fc. Glorot-uniform initialisation.
+  fc 640 + ReLU = embedding_raw -> L2-normalise = embedding -> fc. Glorot-uniform initialisation.
 - wrn: the TensorFlow-models CIFAR ResNet with pre-activation units (BN, leaky ReLU 0.1, 3x3 conv,
   twice), (depth-4)/6 units per group, widths 16k/32k/64k, strides 1/2/2, and where the width changes
   an average-pool + channel zero-padding shortcut (no 1x1 convolution); then BN, leaky ReLU, global
-  average pooling = the embedding (64k = 640 dims for k = 10).
+  average pooling = embedding_raw (64k = 640 dims for k = 10) -> L2-normalise = embedding -> fc.
 """
 from __future__ import annotations
 
@@ -31,12 +34,12 @@ class L2Normalize(nn.Module):
 
 
 class ProbedNet(nn.Module):
-    """Named stages, then L2-normalisation and the last fully connected layer."""
+    """Named stages ending in `embedding_raw` -> `embedding` (L2-normalised), then the last fully
+    connected layer."""
 
     def __init__(self, stages: dict[str, nn.Module], embed_dim: int, num_classes: int):
         super().__init__()
-        self.stages = nn.ModuleDict(stages)
-        self.normalize = L2Normalize()
+        self.stages = nn.ModuleDict({**stages, "embedding": L2Normalize()})
         self.fc = nn.Linear(embed_dim, num_classes)
 
     @property
@@ -46,7 +49,7 @@ class ProbedNet(nn.Module):
     def forward(self, x):
         for stage in self.stages.values():
             x = stage(x)
-        return self.fc(self.normalize(x))
+        return self.fc(x)
 
     def features(self, x, layers=("embedding",), logits: bool = False) -> dict[str, torch.Tensor]:
         """{layer: (B, D)} for the named layers (4-D maps globally average pooled), and
@@ -64,7 +67,7 @@ class ProbedNet(nn.Module):
             if name == last:
                 break
         if logits:
-            out["logits"] = self.fc(self.normalize(x))
+            out["logits"] = self.fc(x)
         return out
 
 
@@ -77,7 +80,7 @@ def _glorot(module: nn.Module):
 
 def mlp640(in_shape, num_classes: int) -> ProbedNet:
     c, h, w = in_shape
-    net = ProbedNet({"embedding": nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, EMBED), nn.ReLU())},
+    net = ProbedNet({"embedding_raw": nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, EMBED), nn.ReLU())},
                     EMBED, num_classes)
     _glorot(net)
     return net
@@ -90,7 +93,7 @@ def lenet(in_shape, num_classes: int) -> ProbedNet:
         "pool1": nn.MaxPool2d(2),
         "conv2": nn.Sequential(nn.Conv2d(32, 64, 5, padding=2), nn.ReLU()),
         "pool2": nn.MaxPool2d(2),
-        "embedding": nn.Sequential(nn.Flatten(), nn.Linear(64 * (h // 4) * (w // 4), EMBED), nn.ReLU()),
+        "embedding_raw": nn.Sequential(nn.Flatten(), nn.Linear(64 * (h // 4) * (w // 4), EMBED), nn.ReLU()),
     }
     net = ProbedNet(stages, EMBED, num_classes)
     _glorot(net)
@@ -144,7 +147,7 @@ def wrn(in_shape, num_classes: int, depth: int = 28, width: int = 10, slope: flo
             cin = widths[g - 1] if u == 0 else widths[g]
             stages[f"unit_{g}_{u}"] = WideUnit(cin, widths[g], stride if u == 0 else 1,
                                                activate_before_residual=(g == 1 and u == 0), slope=slope)
-    stages["embedding"] = _Head(widths[3], slope)
+    stages["embedding_raw"] = _Head(widths[3], slope)
     net = ProbedNet(stages, widths[3], num_classes)
     for m in net.modules():
         if isinstance(m, nn.Conv2d):

@@ -15,6 +15,7 @@ Read-only stores (such as the repository's committed `results/`) can be searched
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -136,8 +137,8 @@ class RunStore:
         from .data import load_dataset
         from .train import fit, resolve_device
 
-        rcfg = cfg.resolve()
-        dev = resolve_device(rcfg.device)
+        dev = resolve_device(cfg.device)
+        rcfg = dataclasses.replace(cfg.resolve(), device=dev.type)  # as run; not in the key
         key = self.key(cfg)
         data = load_dataset(rcfg.dataset, data_dir, labels=rcfg.labels, label_seed=rcfg.label_seed,
                             limit=rcfg.limit)

@@ -9,6 +9,7 @@ step from (seed, step) - the epoch's permutation from (seed, epoch), the augment
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -51,6 +52,25 @@ def resolve_device(device: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' asked for but no CUDA GPU is visible; use 'cpu' or 'auto'")
     return dev
+
+
+def decay_groups(model: torch.nn.Module, cfg: RunConfig) -> list[dict]:
+    """SGD parameter groups: the weights of convolutions and fully connected layers decayed with
+    `cfg.effective_weight_decay`; biases and batch-norm parameters not decayed (the authors'
+    code decays its `DW` variables only)."""
+    decayed, rest = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            is_weight = name == "weight" and isinstance(module, (torch.nn.Conv2d, torch.nn.Linear))
+            (decayed if is_weight else rest).append(p)
+    return [{"params": decayed, "weight_decay": cfg.effective_weight_decay},
+            {"params": rest, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.SGD:
+    """Nesterov SGD (appendix A) or plain GD (momentum 0), decay on weights only."""
+    return torch.optim.SGD(decay_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum,
+                           nesterov=cfg.momentum > 0)
 
 
 def _step_generator(device, seed: int, salt: int, n: int) -> torch.Generator:
@@ -122,8 +142,10 @@ def evaluate(model, data: Dataset, cfg: RunConfig, step: int, rec: Records, laye
 
 def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: bool | str = True) -> Records:
     """Train and evaluate; resume from `workdir/ckpt.pt` when present. `cfg` must be resolved.
-    progress: True = a progress bar; "log" = one printed line per evaluation; False = silent."""
+    progress: True = a progress bar; "log" = one printed line per evaluation; False = silent.
+    The final checkpoint (the trained model at the last step) is left in `workdir`."""
     dev = resolve_device(cfg.device)
+    cfg = dataclasses.replace(cfg, device=str(dev))  # the k-NN searches where the model runs
     n_train = len(data.y_train)
     probe_ks = cfg.probe_ks if set(cfg.probe_layers) - {"embedding"} else ()
     k_max = max((*cfg.ks, *probe_ks))
@@ -141,8 +163,7 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
     model = model.to(memory_format=fmt)  # channels-last helps convolutions on GPUs
     if probe := [n for n in cfg.probe_layers if n not in model.layer_names]:
         raise ConfigError(f"unknown layer {probe[0]!r} for {cfg.model}; it has {model.layer_names}")
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                          nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model, cfg)
     data = data.to(dev)
     rec, start, wall = Records(), 0, 0.0
     if ckpt_path.exists():

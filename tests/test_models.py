@@ -5,16 +5,38 @@ from dnnknn.errors import ConfigError
 from dnnknn.models import build_model, count_parameters
 
 
-def test_wrn_28_10_parameter_count_matches_published():
+def _wrn_count(depth, k, c_in=3, classes=10, shortcut_1x1=False):
+    """Parameters of a pre-activation Wide-ResNet counted by hand: 3x3 convolutions without bias,
+    two batch norms per unit (scale and shift), a final batch norm and the last linear layer."""
+    n, w = (depth - 4) // 6, [16, 16 * k, 32 * k, 64 * k]
+    total = c_in * 16 * 9
+    for g in (1, 2, 3):
+        for u in range(n):
+            cin = w[g - 1] if u == 0 else w[g]
+            total += 2 * cin + 2 * w[g] + cin * w[g] * 9 + w[g] * w[g] * 9
+            if shortcut_1x1 and cin != w[g]:
+                total += cin * w[g]
+    return total + 2 * w[3] + w[3] * classes + classes
+
+
+def test_wrn_parameter_count_is_exact():
+    """The authors' shortcut is an average pool with zero-padded channels, no 1x1 convolution:
+    counted exactly, so the two variants (36.22 M and 36.48 M, the published 36.5 M) cannot be confused."""
     n = count_parameters(build_model("wrn", (3, 32, 32), 10))
-    assert abs(n - 36.5e6) / 36.5e6 < 0.01, n
+    assert n == _wrn_count(28, 10) == 36_220_634
+    assert _wrn_count(28, 10, shortcut_1x1=True) - n == 16 * 160 + 160 * 320 + 320 * 640
+    assert count_parameters(build_model("wrn", (3, 32, 32), 100, depth=10, width=2)) == _wrn_count(10, 2, classes=100)
+    assert count_parameters(build_model("mlp640", (1, 28, 28), 10)) == 784 * 640 + 640 + 640 * 10 + 10
+    assert count_parameters(build_model("lenet", (3, 32, 32), 10)) == (
+        3 * 32 * 25 + 32 + 32 * 64 * 25 + 64 + 64 * 8 * 8 * 640 + 640 + 640 * 10 + 10)
 
 
 def test_layer_names_follow_the_paper():
     wrn = build_model("wrn", (3, 32, 32), 10, depth=28, width=1)
-    assert wrn.layer_names == ["init_conv"] + [f"unit_{g}_{u}" for g in (1, 2, 3) for u in range(4)] + ["embedding"]
-    assert build_model("lenet", (1, 28, 28), 10).layer_names == ["conv1", "pool1", "conv2", "pool2", "embedding"]
-    assert build_model("mlp640", (1, 28, 28), 10).layer_names == ["embedding"]
+    emb = ["embedding_raw", "embedding"]
+    assert wrn.layer_names == ["init_conv"] + [f"unit_{g}_{u}" for g in (1, 2, 3) for u in range(4)] + emb
+    assert build_model("lenet", (1, 28, 28), 10).layer_names == ["conv1", "pool1", "conv2", "pool2"] + emb
+    assert build_model("mlp640", (1, 28, 28), 10).layer_names == emb
 
 
 @pytest.mark.parametrize("name,shape,kw", [("mlp640", (1, 28, 28), {}), ("lenet", (1, 28, 28), {}),
@@ -27,8 +49,12 @@ def test_features_in_one_pass_and_normalised_embedding(name, shape, kw):
     assert set(f) == set(net.layer_names) | {"logits"}
     assert all(v.ndim == 2 and len(v) == 5 for v in f.values())
     torch.testing.assert_close(f["logits"], net(x))
-    # the last layer sees the L2-normalised embedding
-    torch.testing.assert_close(net.fc(f["embedding"] / f["embedding"].norm(dim=1, keepdim=True)), f["logits"])
+    # `embedding` is the unit-norm vector the last layer sees; `embedding_raw` is the vector before
+    torch.testing.assert_close(f["embedding"].norm(dim=1), torch.ones(5))
+    assert not torch.allclose(f["embedding_raw"].norm(dim=1), torch.ones(5))
+    raw = f["embedding_raw"]
+    torch.testing.assert_close(f["embedding"], raw / raw.norm(dim=1, keepdim=True))
+    torch.testing.assert_close(net.fc(f["embedding"]), f["logits"])
     if name != "wrn":
         assert f["embedding"].shape[1] == 640
 
