@@ -31,7 +31,7 @@ PAGES = [(f"{n}.ipynb", f"{n}.ipynb", {}) for n in (
     "07_full_batch_gd", "08_random_labels_mc_me")]
 PAGES += [(f"{n}.ipynb", f"paper/{n}.ipynb", {"profile": "paper", "train_missing": False}) for n in (
     "01_knn_during_training", "02_knn_across_layers", "03_dnn_as_knn_approximator",
-    "06_generalization_error")]
+    "06_generalization_error", "07_full_batch_gd")]
 PAGES += [("09_side_by_side.ipynb", "09_side_by_side.ipynb", {})]
 
 
@@ -128,6 +128,9 @@ def main(args) -> int:
         extra[item[0]] = _parse_value(item[1])
     if args.profile:
         extra["profile"] = args.profile
+    from .experiments import Params
+    for _, _, params in pages:  # a wrong parameter stops here, in one line, before any page runs
+        Params.from_notebook(**{**params, **extra})
     total = time.time()
     if not args.no_execute:
         for i, (src, page, params) in enumerate(pages, 1):

@@ -48,6 +48,8 @@ def _train_parser(sub):
     p.add_argument("--data-dir", help="dataset root (default $DNNKNN_DATA or ~/.cache/dnnknn/data)")
     p.add_argument("--runs-dir", help="run store (default $DNNKNN_RUNS or ./runs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-wait", action="store_true",
+                   help="if another process is computing this run, stop at once instead of waiting for it")
     return p
 
 
@@ -143,7 +145,7 @@ def main(argv=None) -> int:
             from .runs import RunStore, export
             store = RunStore(a.runs_dir)
             if not a.keys:
-                for run in store.runs():
+                for run in store.runs(report=lambda e: print(f"damaged (not exportable): {e}")):
                     print(run.key, run.config.label(), run.meta["device_name"], sep="  |  ")
                 return 0
             for key in a.keys:
@@ -155,7 +157,8 @@ def main(argv=None) -> int:
             cfg = config_from_args(a)
             store = RunStore(a.runs_dir)
             cached = store.find(cfg) is not None
-            run = store.get(cfg, data_dir=a.data_dir, progress=not a.no_progress)
+            run = store.find(cfg) or store.train(cfg, data_dir=a.data_dir, progress=not a.no_progress,
+                                                 wait=not a.no_wait)
             print(f"{run.config.label()} - final evaluation at step {run.config.steps}"
                   + (" (from the run store, no training)" if cached else ""))
             print(summary(run))

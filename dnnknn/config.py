@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 
 from .data import DATASETS, TORCHVISION_DATASETS
@@ -113,6 +114,9 @@ class RunConfig:
         made on a GPU or a cluster is found by a CPU build of the book."""
         d = self.resolve().to_dict()
         del d["device"]
+        if self.dataset.startswith("imagefolder:"):  # its contents can change: key them
+            from .data import imagefolder_fingerprint
+            d["data_fingerprint"] = imagefolder_fingerprint(self.dataset.split(":", 1)[1])
         return d
 
     def key(self, version: str) -> str:
@@ -157,12 +161,24 @@ def _validate(c: RunConfig):
     need(_is_int(c.steps) and c.steps > 0, f"steps must be a positive integer, got {c.steps!r}")
     need(_is_int(c.seed), f"seed must be an integer, got {c.seed!r}")
     need(_is_int(c.label_seed), f"label_seed must be an integer, got {c.label_seed!r}")
-    need(c.batch_size is None or (_is_int(c.batch_size) and c.batch_size >= 0),
-         f"batch_size must be a positive integer (0 = whole training set), got {c.batch_size!r}")
-    for name in ("lr", "weight_decay", "momentum"):
+    need(c.batch_size is None or (_is_int(c.batch_size) and c.batch_size > 0)
+         or (c.batch_size == 0 and c.optimizer == "gd" and not isinstance(c.batch_size, bool)),
+         f"batch_size must be a positive integer, got {c.batch_size!r} "
+         f"(for full-batch training use optimizer 'gd': --optimizer gd)")
+
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    need(c.lr is None or (number(c.lr) and c.lr > 0),
+         f"lr (learning rate) must be a finite positive number, got {c.lr!r}")
+    for name in ("weight_decay", "momentum"):
         v = getattr(c, name)
-        need(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0),
-             f"{name} must be a non-negative number, got {v!r}")
+        need(v is None or (number(v) and v >= 0), f"{name} must be a finite non-negative number, got {v!r}")
+    need(c.momentum is None or c.momentum < 1, f"momentum must be below 1, got {c.momentum!r}")
+    need(c.depth is None or (_is_int(c.depth) and c.depth >= 10 and (c.depth - 4) % 6 == 0),
+         f"Wide-ResNet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...), got {c.depth!r}")
+    need(c.width is None or (_is_int(c.width) and c.width >= 1),
+         f"Wide-ResNet width must be a positive integer (10 in the paper), got {c.width!r}")
     need(c.weight_decay_rule in WEIGHT_DECAY_RULES,
          f"weight_decay_rule must be one of {WEIGHT_DECAY_RULES}, got {c.weight_decay_rule!r}")
     need(isinstance(c.lr_factor, (int, float)) and 0 < c.lr_factor <= 1,
@@ -175,6 +191,9 @@ def _validate(c: RunConfig):
          f"metrics must be a non-empty tuple from {METRICS}, got {c.metrics!r}")
     need(isinstance(c.pca_dims, tuple) and all(_is_int(p) and p > 0 for p in c.pca_dims),
          f"pca_dims must be a tuple of positive integers, got {c.pca_dims!r}")
+    dims = 64 * (c.width or 10) if c.model == "wrn" else 640  # the embedding's size
+    need(all(p <= dims for p in c.pca_dims),
+         f"pca_dims must be at most the embedding's {dims} dimensions, got {c.pca_dims!r}")
     for name in ("eval_steps", "lr_milestones", "train_eval_steps"):
         v = getattr(c, name)
         need(v is None or (isinstance(v, tuple) and all(_is_int(s) and 0 <= s <= c.steps for s in v)),

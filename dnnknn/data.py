@@ -136,11 +136,11 @@ def _torchvision(name: str, root: Path, download: bool) -> tuple:
             tr = cls(str(root), train=True, download=True)
             te = cls(str(root), train=False, download=True)
     except Exception as e:  # noqa: BLE001 - any download or file error becomes one clear message
+        why = " ".join(str(e).split()) or type(e).__name__
         raise DataNotFoundError(
-            f"dataset {name!r} is not in {root} and could not be downloaded ({type(e).__name__}: "
-            f"{str(e)[:200]}).\nPut torchvision's files there ({_FILES[name]}), or pass another "
-            f"folder with --data-dir / the DNNKNN_DATA variable, or use the offline default "
-            f"'mnist5k'.") from None
+            f"dataset {name!r} is not in {root} and could not be downloaded ({why}); put "
+            f"torchvision's files there ({_FILES[name]}), pass another folder with --data-dir or "
+            f"DNNKNN_DATA, or use the offline default 'mnist5k'") from None
     def arrays(ds):
         x = ds.data.numpy() if torch.is_tensor(ds.data) else np.asarray(ds.data)
         y = ds.targets.numpy() if torch.is_tensor(ds.targets) else np.asarray(ds.targets)
@@ -150,30 +150,72 @@ def _torchvision(name: str, root: Path, download: bool) -> tuple:
     return xtr, ytr, xte, yte, len(tr.classes)
 
 
-def _imagefolder(path: str) -> tuple:
-    from PIL import Image
-    from torchvision.datasets import ImageFolder
+def _imagefolder_files(root: Path) -> dict[str, list[Path]]:
+    """{split: sorted image paths} of an image folder, checked: both splits, the same classes, no
+    empty class folder."""
+    if not (root / "train").is_dir() or not (root / "test").is_dir():
+        raise DataNotFoundError(f"imagefolder: {root} must contain train/<class>/* and test/<class>/* images")
+    files, classes = {}, None
+    for split in ("train", "test"):
+        cls = sorted(d.name for d in (root / split).iterdir() if d.is_dir())
+        if classes is None:
+            classes = cls
+        elif cls != classes:
+            raise DataNotFoundError(f"imagefolder: the class folders of {root / 'train'} and {root / 'test'} differ "
+                                    f"({classes} vs {cls}); give both splits the same classes")
+        if not cls:
+            raise DataNotFoundError(f"imagefolder: {root / split} has no class folders; put images in {root / split}/<class>/")
+        files[split] = []
+        for c in cls:
+            imgs = sorted(p for p in (root / split / c).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not imgs:
+                raise DataNotFoundError(f"imagefolder: class folder {root / split / c} holds no image "
+                                        f"({', '.join(IMAGE_SUFFIXES)}); add images or remove the folder")
+            files[split] += imgs
+    return files
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def imagefolder_fingerprint(path: str) -> str:
+    """A hash of an image folder's file list, sizes and modification times: part of a run's
+    identity, so that adding, removing or replacing images makes a new run."""
+    import hashlib
 
     root = Path(path).expanduser()
-    if not (root / "train").is_dir() or not (root / "test").is_dir():
-        raise DataNotFoundError(f"imagefolder: {root} must contain train/<class>/* and "
-                                f"test/<class>/* images")
+    h = hashlib.sha256()
+    try:
+        for split, paths in _imagefolder_files(root).items():
+            for p in paths:
+                st = p.stat()
+                h.update(f"{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    except DataNotFoundError as e:
+        return f"unreadable: {e}"
+    return h.hexdigest()[:16]
+
+
+def _imagefolder(path: str) -> tuple:
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(path).expanduser()
+    files = _imagefolder_files(root)
+    classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir())
     out = []
-    classes = None
     for split in ("train", "test"):
-        ds = ImageFolder(str(root / split))
-        if classes is None:
-            classes = ds.classes
-        elif ds.classes != classes:
-            raise ConfigError(f"imagefolder: train and test class folders differ in {root}")
-        imgs = []
-        for p, _ in ds.samples:
-            with Image.open(p) as im:
-                imgs.append(np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im))
+        imgs, targets = [], []
+        for p in files[split]:
+            try:
+                with Image.open(p) as im:
+                    imgs.append(np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im))
+            except (UnidentifiedImageError, OSError) as e:
+                raise DataNotFoundError(f"imagefolder: cannot read image {p} ({type(e).__name__}); "
+                                        f"replace or remove it") from None
+            targets.append(classes.index(p.parent.name))
         shapes = {a.shape for a in imgs}
         if len(shapes) != 1:
             raise ConfigError(f"imagefolder: all images must have one size, found {sorted(shapes)[:3]}")
-        out += [np.stack(imgs), np.asarray(ds.targets)]
+        out += [np.stack(imgs), np.asarray(targets)]
     return (*out, len(classes))
 
 
@@ -189,7 +231,11 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, labels: str =
                           f"choose one of {', '.join(DATASETS)}")
     if labels not in ("true", "random"):
         raise ConfigError(f"labels must be 'true' or 'random', got {labels!r}")
+    given = root or os.environ.get("DNNKNN_DATA")
     root = Path(root).expanduser() if root else default_data_dir()
+    if name in TORCHVISION_DATASETS and given and not root.is_dir():
+        raise DataNotFoundError(f"data folder {root} does not exist; pass the folder that holds "
+                                f"{_FILES[name]} (--data-dir or DNNKNN_DATA)")
     if name == "mnist5k":
         xtr, ytr, xte, yte, nc = _mnist5k()
     elif name in TORCHVISION_DATASETS:

@@ -5,6 +5,9 @@ read from a run record.
 """
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pandas as pd
 
 from . import experiments as ex
@@ -31,64 +34,141 @@ def _quick_dataset(dataset: str) -> str | None:
     return "mnist5k" if dataset == "mnist" else None  # no CIFAR offline
 
 
-def _get(P: ex.Params, cfg):
-    return P.get(cfg) if cfg is not None else None
+def seed_runs(P: ex.Params, model: str, dataset: str | None, kind: str = "main") -> list:
+    """The runs of (model, dataset) over seeds 0 .. P.n_runs - 1 that the store holds (or that the
+    profile trains now); random-label runs use seed 0 only."""
+    if dataset is None:
+        return []
+    seeds = range(P.n_runs) if kind == "main" else range(1)
+    cfgs = [P.main_config(dataset, model, s) if kind == "main" else P.random_config(dataset, model, s)
+            for s in seeds]
+    return [r for r in (P.get(c) for c in cfgs) if r is not None]
+
+
+def spread(values) -> tuple[float, float, int]:
+    """(mean, sample std, n); std is NaN for fewer than two values."""
+    v = np.asarray([x for x in values if not np.isnan(x)], dtype=float)
+    if len(v) == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"), len(v)
+
+
+def fmt_spread(values, digits: int = 2) -> str:
+    mean, std, n = spread(values)
+    if n == 0:
+        return NOT_RUN
+    return f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})" if n > 1 else f"{mean:.{digits}f} (n=1)"
+
+
+def within(paper: float | None, values, width: float = 2.0) -> str:
+    """Whether the paper's value lies within mean ± 2 std of ours: 'yes', 'no', or why not known."""
+    mean, std, n = spread(values)
+    if paper is None or n == 0:
+        return "—"
+    if n < 2:
+        return "no spread (1 run)"
+    inside = abs(paper - mean) <= width * std
+    return "yes" if inside else f"no ({abs(paper - mean) / std:.1f} std away)" if std > 0 else "no (std 0)"
+
+
+def _final(run, split="test"):
+    return run.final(split=split, k=30, metric="l1")
+
+
+# Per-run quantities (k = 30, L1, the last evaluation): name -> (function of a run, percent?)
+QUANTITIES = {
+    "DNN test acc (%)": lambda r: 100 * _final(r).dnn_acc,
+    "k-NN test acc (%)": lambda r: 100 * _final(r).knn_acc,
+    "k-NN − DNN (%)": lambda r: 100 * (_final(r).knn_acc - _final(r).dnn_acc),
+    "|k-NN − DNN| (%)": lambda r: 100 * abs(_final(r).knn_acc - _final(r).dnn_acc),
+    "MC": lambda r: _final(r).MC,
+    "ME": lambda r: _final(r).ME,
+    "P_SAME": lambda r: _final(r).P_SAME,
+    "DNN generalisation gap (%)": lambda r: 100 * generalization_error(_final(r, "train").dnn_acc, _final(r).dnn_acc),
+    "k-NN generalisation gap (%)": lambda r: 100 * generalization_error(_final(r, "train").knn_acc, _final(r).knn_acc),
+}
 
 
 def side_by_side(quick: ex.Params, full: ex.Params) -> pd.DataFrame:
-    """The numbers in the paper's text (sections 4.1, 4.3, 4.4), ours beside them."""
+    """The numbers in the paper's text (sections 4.1, 4.3, 4.4), ours beside them: the paper
+    profile as mean ± std over its seeds, with whether the paper's value lies within 2 std."""
     rows = []
 
-    def add(what, paper, fn, model, dataset, kind="main"):
-        cells = {}
-        for label, P, d in (("paper profile", full, dataset), ("quick profile", quick, _quick_dataset(dataset))):
-            if d is None:
-                cells[label], cells[f"{label} run"] = NOT_RUN, "no such data offline"
-                continue
-            cfg = P.main_config(d, model) if kind == "main" else P.random_config(d, model)
-            run = _get(P, cfg)
-            cells[label] = fn(run) if run is not None else NOT_RUN
-            cells[f"{label} run"] = (f"{run.key} ({cfg.label()}; {run.meta['device_name']})" if run is not None
-                                     else cfg.label())
-        rows.append({"quantity": what, "paper": paper, **cells})
+    def add(what, paper_text, paper, quantity, model, dataset, kind="main", digits=3):
+        fn = QUANTITIES[quantity] if isinstance(quantity, str) else quantity
+        runs = seed_runs(full, model, dataset, kind)
+        vals = [fn(r) for r in runs]
+        qruns = seed_runs(dataclasses.replace(quick, n_runs=1), model, _quick_dataset(dataset), kind)
+        rows.append({"quantity": what, "paper": paper_text,
+                     "paper profile (mean ± std over seeds)": fmt_spread(vals, digits),
+                     "paper value within 2 std": within(paper, vals),
+                     "quick profile (1 run)": fmt_spread([fn(r) for r in qruns], digits)
+                     if _quick_dataset(dataset) else "no such data offline",
+                     "paper-profile runs": ", ".join(r.key for r in runs) or runs_needed(full, model, dataset, kind)})
 
-    fin = lambda run, split="test": run.final(split=split, k=30, metric="l1")  # noqa: E731
-    add("MLP-640, MNIST: |k-NN − DNN| test accuracy (%)", "4.44",
-        lambda r: f"{100 * abs(fin(r).knn_acc - fin(r).dnn_acc):.2f}", "mlp640", "mnist")
-    add("MLP-640, CIFAR-10: |k-NN − DNN| test accuracy (%)", "4.52",
-        lambda r: f"{100 * abs(fin(r).knn_acc - fin(r).dnn_acc):.2f}", "mlp640", "cifar10")
-    add("MLP-640, MNIST: MC", "≈ 0.997", lambda r: f"{fin(r).MC:.3f}", "mlp640", "mnist")
-    add("LeNet, MNIST: ME", "≈ 0.8", lambda r: f"{fin(r).ME:.3f}", "lenet", "mnist")
-    add("Wide-ResNet, CIFAR-10: MC", "0.999", lambda r: f"{fin(r).MC:.3f}", "wrn", "cifar10")
-    add("Wide-ResNet, CIFAR-10: ME", "0.965", lambda r: f"{fin(r).ME:.3f}", "wrn", "cifar10")
-    for d, v in (("mnist", "0.9998"), ("cifar10", "0.9971"), ("cifar100", "0.981")):
-        add(f"Wide-ResNet, {name(d)}: P_SAME (test)", v, lambda r: f"{fin(r).P_SAME:.4f}", "wrn", d)
-    for d, v in (("mnist", "100"), ("cifar10", "100"), ("cifar100", "99.972")):
-        add(f"Wide-ResNet, {name(d)}, random labels: training accuracy (%)", v,
-            lambda r: f"DNN {100 * fin(r, 'train').dnn_acc:.3f}, k-NN {100 * fin(r, 'train').knn_acc:.3f}",
-            "wrn", d, kind="random")
+    add("MLP-640, MNIST: |k-NN − DNN| test accuracy (%)", "4.44", 4.44, "|k-NN − DNN| (%)", "mlp640", "mnist", digits=2)
+    add("MLP-640, CIFAR-10: |k-NN − DNN| test accuracy (%)", "4.52", 4.52, "|k-NN − DNN| (%)", "mlp640", "cifar10", digits=2)
+    add("MLP-640, MNIST: MC", "≈ 0.997", 0.997, "MC", "mlp640", "mnist")
+    add("LeNet, MNIST: ME", "≈ 0.8", 0.8, "ME", "lenet", "mnist")
+    add("Wide-ResNet, CIFAR-10: MC", "0.999", 0.999, "MC", "wrn", "cifar10")
+    add("Wide-ResNet, CIFAR-10: ME", "0.965", 0.965, "ME", "wrn", "cifar10")
+    for d, v in (("mnist", 0.9998), ("cifar10", 0.9971), ("cifar100", 0.981)):
+        add(f"Wide-ResNet, {name(d)}: P_SAME (test)", f"{v}", v, "P_SAME", "wrn", d, digits=4)
+    for d, v in (("mnist", 100.0), ("cifar10", 100.0), ("cifar100", 99.972)):
+        add(f"Wide-ResNet, {name(d)}, random labels: DNN training accuracy (%)", f"{v:g}", v,
+            lambda r: 100 * _final(r, "train").dnn_acc, "wrn", d, kind="random")
+        add(f"Wide-ResNet, {name(d)}, random labels: k-NN training accuracy (%)", f"{v:g}", v,
+            lambda r: 100 * _final(r, "train").knn_acc, "wrn", d, kind="random")
     return pd.DataFrame(rows).set_index("quantity")
 
 
+def runs_needed(P: ex.Params, model: str, dataset: str, kind: str = "main") -> str:
+    """One line: which command or device would fill a missing cell."""
+    arch = f"--models {model}"
+    where = ("a CPU can train it: python -m dnnknn book --only paper/ -p train_missing true"
+             if dataset == "mnist" and model in ("mlp640", "lenet") else "needs a GPU: python -m dnnknn grid "
+             f"--profile paper --datasets {dataset} {arch} --sections {kind}, then python -m dnnknn export")
+    return f"{NOT_RUN} ({where})"
+
+
+def seed_summary(full: ex.Params, dataset: str = "mnist", models=("mlp640", "lenet")) -> pd.DataFrame:
+    """Every measure at the end of training (k = 30, L1), mean ± std over the paper profile's
+    seeds, with the paper's value where it states one."""
+    stated = {("mlp640", "|k-NN − DNN| (%)"): 4.44, ("mlp640", "MC"): 0.997, ("lenet", "ME"): 0.8}
+    for (m, d), (g_dnn, g_knn) in TABLE2.items():
+        if d == dataset:
+            stated[(m, "DNN generalisation gap (%)")], stated[(m, "k-NN generalisation gap (%)")] = g_dnn, g_knn
+    rows = []
+    for m in models:
+        runs = seed_runs(full, m, dataset)
+        for q, fn in QUANTITIES.items():
+            vals = [fn(r) for r in runs]
+            paper = stated.get((m, q))
+            rows.append({"model": name(m), "quantity": q, "ours (mean ± std)": fmt_spread(vals, 3 if "%" not in q else 2),
+                         "paper": "—" if paper is None else f"{paper:g}", "paper value within 2 std": within(paper, vals)})
+    return pd.DataFrame(rows).set_index(["model", "quantity"])
+
+
 def table2_side_by_side(quick: ex.Params, full: ex.Params) -> pd.DataFrame:
+    """Table 2 (generalisation gap, %): the paper's (DNN, k-NN) beside ours, mean ± std over seeds."""
     rows = []
     for (model, dataset), (p_dnn, p_knn) in TABLE2.items():
-        row = {"model": name(model), "dataset": name(dataset), "paper DNN": p_dnn, "paper k-NN": p_knn}
-        for label, P, d in (("paper profile", full, dataset), ("quick profile", quick, _quick_dataset(dataset))):
-            run = _get(P, P.main_config(d, model)) if d else None
-            if run is None:
-                row[f"{label} DNN"] = row[f"{label} k-NN"] = NOT_RUN
-                continue
-            te, tr = run.final(split="test"), run.final(split="train")
-            row[f"{label} DNN"] = round(100 * generalization_error(tr.dnn_acc, te.dnn_acc), 2)
-            row[f"{label} k-NN"] = round(100 * generalization_error(tr.knn_acc, te.knn_acc), 2)
-            row[f"{label} run"] = run.key
+        runs = seed_runs(full, model, dataset)
+        qruns = seed_runs(dataclasses.replace(quick, n_runs=1), model, _quick_dataset(dataset))
+        row = {"model": name(model), "dataset": name(dataset)}
+        for who, paper, q in (("DNN", p_dnn, "DNN generalisation gap (%)"), ("k-NN", p_knn, "k-NN generalisation gap (%)")):
+            vals = [QUANTITIES[q](r) for r in runs]
+            row[f"paper {who}"] = paper
+            row[f"ours {who}"] = fmt_spread(vals) if runs else NOT_RUN
+            row[f"{who}: paper within 2 std"] = within(paper, vals)
+            row[f"quick profile {who}"] = (fmt_spread([QUANTITIES[q](r) for r in qruns])
+                                           if _quick_dataset(dataset) else "no such data offline")
         rows.append(row)
-    return pd.DataFrame(rows).set_index(["model", "dataset"]).fillna("")
+    return pd.DataFrame(rows).set_index(["model", "dataset"])
 
 
 def table1_side_by_side(full: ex.Params) -> pd.DataFrame:
-    runs = {(d, s): _get(full, full.main_config(d, "wrn", s)) for d in ("cifar10", "cifar100")
+    runs = {(d, s): full.get(full.main_config(d, "wrn", s)) for d in ("cifar10", "cifar100")
             for s in range(full.n_runs)}
     ours = ex.robustness_table(runs)
     out = {}

@@ -7,20 +7,27 @@ Layout of a store (a folder: the `root` argument, else `$DNNKNN_RUNS`, else `./r
     <root>/<key>/measures.csv      one row per (step, split, layer, metric, k, pca)
     <root>/<key>/losses.csv        training loss and learning rate per step
     <root>/<key>/predictions.npz   every prediction the measures came from, and the labels
+    <root>/<key>/manifest.json     size and SHA-256 of each file above, written last
     <root>/.partial/<key>/ckpt.pt  checkpoint of a run in progress (resumed when asked again)
+    <root>/.partial/<key>.lock     held (PID, host) while a process computes that run
 
-`key` hashes the resolved configuration and the library version. A finished run is written into
-a temporary folder and renamed into place, so a folder named by a key is always complete.
+`key` hashes what determines the run's numbers (the resolved configuration without the device,
+an image folder's fingerprint) and the library version. A finished run is written into a
+temporary folder and renamed into place; on reading, its files are checked against the manifest,
+and a damaged run is reported in one line and treated as missing (so it is recomputed).
 Read-only stores (such as the repository's committed `results/`) can be searched as well.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import socket
 import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +40,41 @@ from .config import RunConfig
 from .errors import ConfigError, DnnKnnError
 
 RUN_FILES = ("config.json", "meta.json", "measures.csv", "losses.csv", "predictions.npz")
+MANIFEST = "manifest.json"
+
+
+class DamagedRun(DnnKnnError):
+    """A run folder whose files do not match its manifest."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(folder: Path):
+    files = {f: {"bytes": (folder / f).stat().st_size, "sha256": _sha256(folder / f)} for f in RUN_FILES}
+    (folder / MANIFEST).write_text(json.dumps(files, indent=1))
+
+
+def verify(folder: Path):
+    """Raise DamagedRun naming the first file that is missing or differs from the manifest."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise DamagedRun(f"run {folder.name}: {MANIFEST} is missing") from None
+    except (OSError, ValueError):
+        raise DamagedRun(f"run {folder.name}: {MANIFEST} is unreadable") from None
+    for f in RUN_FILES:
+        path, want = folder / f, manifest.get(f) if isinstance(manifest, dict) else None
+        if want is None or not path.is_file():
+            raise DamagedRun(f"run {folder.name}: {f} is missing")
+        if path.stat().st_size != want["bytes"] or _sha256(path) != want["sha256"]:
+            raise DamagedRun(f"run {folder.name}: {f} is damaged ({path.stat().st_size} bytes, "
+                             f"{want['bytes']} expected)")
 
 
 def default_store_dir() -> Path:
@@ -65,10 +107,15 @@ class Run:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.config = RunConfig.from_dict(json.loads((self.path / "config.json").read_text()))
-        self.meta = json.loads((self.path / "meta.json").read_text())
-        self.measures = pd.read_csv(self.path / "measures.csv")
-        self.losses = pd.read_csv(self.path / "losses.csv")
+        verify(self.path)
+        try:
+            self.config = RunConfig.from_dict(json.loads((self.path / "config.json").read_text()))
+            self.meta = json.loads((self.path / "meta.json").read_text())
+            self.measures = pd.read_csv(self.path / "measures.csv")
+            self.losses = pd.read_csv(self.path / "losses.csv")
+        except (ValueError, KeyError, TypeError, DnnKnnError) as e:  # intact bytes, unusable content
+            raise DamagedRun(f"run {self.path.name}: cannot be read ({type(e).__name__}: "
+                             f"{' '.join(str(e).split())[:120]})") from None
         self._pred = None
 
     @property
@@ -96,11 +143,6 @@ class Run:
     def final(self, **kw) -> pd.Series:
         return self.table(**kw).iloc[-1]
 
-    def provenance(self) -> str:
-        c, m = self.config, self.meta
-        return (f"{c.label()}; device {m['device_name']}; code {m['code_version']}; "
-                f"{m['wall_time_s']:.0f} s; run {self.key}")
-
     def __repr__(self):
         return f"Run({self.config.label()!r}, key={self.key!r})"
 
@@ -116,10 +158,15 @@ class RunStore:
         return cfg.key(__version__)
 
     def find(self, cfg: RunConfig) -> Run | None:
+        """The finished run for `cfg`, verified against its manifest; a damaged copy is reported
+        in one line and skipped (a later copy, or a new run, takes its place)."""
         key = self.key(cfg)
         for folder in [self.root, *self.extra]:
-            if all((folder / key / f).exists() for f in RUN_FILES):
-                return Run(folder / key)
+            if (folder / key).is_dir():
+                try:
+                    return Run(folder / key)
+                except DamagedRun as e:
+                    print(f"warning: {e} in {folder}; it will be recomputed", file=sys.stderr, flush=True)
         return None
 
     def get(self, cfg: RunConfig, data_dir=None, progress: bool = True, train: bool = True) -> Run:
@@ -133,15 +180,25 @@ class RunStore:
                               f"train it first (python -m dnnknn train ...)")
         return self.train(cfg, data_dir=data_dir, progress=progress)
 
-    def train(self, cfg: RunConfig, data_dir=None, progress: bool = True) -> Run:
+    def train(self, cfg: RunConfig, data_dir=None, progress: bool = True, wait: bool = True) -> Run:
+        """Train `cfg` into the store. While one process computes a run it holds a lock; another
+        asking for the same run waits for it (or, with wait=False, stops with one line)."""
         from .data import load_dataset
-        from .train import fit, resolve_device
+        from .train import check_fits, resolve_device
 
         dev = resolve_device(cfg.device)
         rcfg = dataclasses.replace(cfg.resolve(), device=dev.type)  # as run; not in the key
         key = self.key(cfg)
         data = load_dataset(rcfg.dataset, data_dir, labels=rcfg.labels, label_seed=rcfg.label_seed,
                             limit=rcfg.limit)
+        check_fits(rcfg, len(data.y_train))  # before anything is written
+        with RunLock(self.root / ".partial" / f"{key}.lock", rcfg.label(), wait=wait):
+            run = self.find(cfg)  # finished by the process we waited for
+            return run if run is not None else self._train_locked(rcfg, key, dev, data, progress)
+
+    def _train_locked(self, rcfg, key, dev, data, progress) -> Run:
+        from .train import fit
+
         workdir = self.root / ".partial" / key
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         try:
@@ -166,25 +223,97 @@ class RunStore:
             pd.DataFrame(rows).to_csv(tmp / "measures.csv", index=False)
             pd.DataFrame(losses, columns=["step", "loss", "lr"]).to_csv(tmp / "losses.csv", index=False)
             np.savez_compressed(tmp / "predictions.npz", **arrays)
+            write_manifest(tmp)
 
         return _publish(self.root, key, fill)
 
-    def runs(self) -> list[Run]:
+    def runs(self, report=None) -> list[Run]:
+        """Every intact finished run; each damaged one is passed to `report` (default: one
+        warning line) and left out."""
         out = []
         for folder in [self.root, *self.extra]:
-            if folder.is_dir():
-                out += [Run(p) for p in sorted(folder.iterdir())
-                        if p.is_dir() and all((p / f).exists() for f in RUN_FILES)]
+            if not folder.is_dir():
+                continue
+            for p in sorted(folder.iterdir()):
+                if p.is_dir() and not p.name.startswith(".") and (p / "config.json").exists():
+                    try:
+                        out.append(Run(p))
+                    except DamagedRun as e:
+                        (report or (lambda e: print(f"warning: {e}; skipped", file=sys.stderr)))(e)
         return out
 
 
 def export(store: RunStore, key: str, to: str | os.PathLike | None = None) -> Path:
-    """Copy a finished run's compact records (no checkpoints) into `to` (default results/)."""
+    """Copy a finished run's compact records (no checkpoints) into `to` (default results/),
+    after checking them against their manifest (a damaged run is refused)."""
     src = store.root / key
-    if not all((src / f).exists() for f in RUN_FILES):
+    if not src.is_dir():
         raise ConfigError(f"no finished run {key!r} in {store.root}; `python -m dnnknn export` lists them")
+    try:
+        verify(src)
+    except DamagedRun as e:
+        raise DamagedRun(f"{e}: not exported; train it again (the same command) to recompute it") from None
     dest_root = Path(to) if to else Path(__file__).resolve().parents[1] / "results"
-    return _publish(dest_root, key, lambda tmp: [shutil.copy2(src / f, tmp / f) for f in RUN_FILES])
+    return _publish(dest_root, key, lambda tmp: [shutil.copy2(src / f, tmp / f) for f in (*RUN_FILES, MANIFEST)])
+
+
+class RunLock:
+    """An O_EXCL lock file holding {pid, host}. A second process waits for the holder (one line
+    saying so) or, with wait=False, stops with that line; a lock left by a dead process on this
+    host is taken over."""
+
+    def __init__(self, path: Path, label: str, wait: bool = True, poll: float = 1.0):
+        self.path, self.label, self.wait, self.poll = Path(path), label, wait, poll
+
+    def _holder(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}  # being written: treat as held
+
+    @staticmethod
+    def _alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        said = False
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                h = self._holder()
+                if h is None:
+                    continue
+                if h.get("host") == me["host"] and isinstance(h.get("pid"), int) and not self._alive(h["pid"]):
+                    print(f"taking over the stale lock of {self.label} (PID {h['pid']} is gone)", file=sys.stderr)
+                    self.path.unlink(missing_ok=True)
+                    continue
+                line = (f"{self.label} is being computed by PID {h.get('pid', '?')} on {h.get('host', '?')} "
+                        f"(lock {self.path})")
+                if not self.wait:
+                    raise ConfigError(f"{line}; wait for it, or run again without --no-wait")
+                if not said:
+                    print(f"waiting: {line}", file=sys.stderr, flush=True)
+                    said = True
+                time.sleep(self.poll)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            return self
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+        return False
 
 
 def _publish(root: Path, key: str, fill) -> Path:

@@ -125,6 +125,12 @@ def evaluate(model, data: Dataset, cfg: RunConfig, step: int, rec: Records, laye
              for s, x in (("train", data.x_train), ("test", data.x_test))}
     labels = {s: y.cpu().numpy() for s, y in (("train", data.y_train), ("test", data.y_test))}
     on_train = cfg.eval_train and (cfg.train_eval_steps is None or step in cfg.train_eval_steps)
+    for split, f in feats.items():
+        bad = [name for name, v in f.items() if not torch.isfinite(v).all()]
+        if bad:
+            raise TrainingDiverged(
+                f"the network's {bad[0]} on the {split} set became NaN or infinite by step {step} of "
+                f"{cfg.label()} (lr {lr_at(cfg, max(step - 1, 0)):g}); lower the learning rate (--lr)")
     for split in ("test", "train") if on_train else ("test",):
         dnn = feats[split]["logits"].argmax(1).numpy()
         rec.arrays[f"{step}/{split}/dnn"] = dnn.astype(np.int16)
@@ -140,20 +146,27 @@ def evaluate(model, data: Dataset, cfg: RunConfig, step: int, rec: Records, laye
                                  "k": k, "pca": p, **agreement(pred, dnn, labels[split])})
 
 
+def check_fits(cfg: RunConfig, n_train: int):
+    """Settings that depend on the training set's size, checked before any training: the largest
+    k and the PCA dimensions."""
+    probe_ks = cfg.probe_ks if set(cfg.probe_layers) - {"embedding"} else ()
+    k_max = max((*cfg.ks, *probe_ks))
+    if k_max > n_train - (1 if cfg.exclude_self else 0):
+        raise ConfigError(f"k={k_max} is larger than the training set ({n_train} images); "
+                          f"choose ks{' and probe_ks' if probe_ks else ''} <= {n_train}")
+    if cfg.pca_dims and max(cfg.pca_dims) > n_train:
+        raise ConfigError(f"PCA to {max(cfg.pca_dims)} dimensions needs at least that many training images "
+                          f"({n_train} here); choose pca_dims <= {n_train}")
+
+
 def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: bool | str = True) -> Records:
     """Train and evaluate; resume from `workdir/ckpt.pt` when present. `cfg` must be resolved.
     progress: True = a progress bar; "log" = one printed line per evaluation; False = silent.
     The final checkpoint (the trained model at the last step) is left in `workdir`."""
     dev = resolve_device(cfg.device)
     cfg = dataclasses.replace(cfg, device=str(dev))  # the k-NN searches where the model runs
-    n_train = len(data.y_train)
-    probe_ks = cfg.probe_ks if set(cfg.probe_layers) - {"embedding"} else ()
-    k_max = max((*cfg.ks, *probe_ks))
-    if k_max > n_train - (1 if cfg.exclude_self else 0):  # checked before training, not after
-        raise ConfigError(f"k={k_max} is larger than the training set ({n_train} images); "
-                          f"choose ks{' and probe_ks' if probe_ks else ''} <= {n_train}")
+    check_fits(cfg, len(data.y_train))
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     ckpt_path = workdir / "ckpt.pt"
 
     torch.manual_seed(cfg.seed)
@@ -164,13 +177,16 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
     if probe := [n for n in cfg.probe_layers if n not in model.layer_names]:
         raise ConfigError(f"unknown layer {probe[0]!r} for {cfg.model}; it has {model.layer_names}")
     opt = make_optimizer(model, cfg)
+    workdir.mkdir(parents=True, exist_ok=True)  # only once the settings are known to be good
     data = data.to(dev)
+    n_train = len(data.y_train)
     rec, start, wall = Records(), 0, 0.0
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         rec, start, wall = ck["records"], ck["step"], ck["wall"]
+        print(f"resuming {cfg.label()} from step {start}", flush=True)  # with or without a bar
 
     def save(step):
         tmp = ckpt_path.with_suffix(".tmp")

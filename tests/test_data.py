@@ -53,8 +53,13 @@ def test_random_labels_fixed_by_seed():
     agree = (d1.y_train == true.y_train).float().mean().item()
     assert 0.07 < agree < 0.13  # about 1/C
     assert d1.y_train.min() >= 0 and d1.y_train.max() <= 9
-    a, b = random_labels(100, 50, 3, seed=0)
-    assert a.shape == (100,) and b.shape == (50,)
+    a, b = random_labels(3000, 1500, 3, seed=0)
+    a2, b2 = random_labels(3000, 1500, 3, seed=0)
+    assert torch.equal(a, a2) and torch.equal(b, b2)  # fixed by the seed
+    for lab in (a, b):  # uniform over the classes
+        freq = np.bincount(lab.numpy(), minlength=3) / len(lab)
+        assert len(freq) == 3 and np.abs(freq - 1 / 3).max() < 0.05
+    assert (a[:1500] == b).float().mean() < 0.45  # the test labels are drawn apart from the train labels
 
 
 def test_unknown_dataset_and_missing_files(tmp_path):

@@ -62,7 +62,7 @@ def test_device_is_not_part_of_the_run_identity(tmp_path):
     P = Params.from_notebook(profile="quick", steps=10, eval_every=5, device="cpu", runs_dir=str(tmp_path / "s"))
     cfg = P.main_config("mnist5k", "mlp640")
     import dataclasses
-    made = RunStore(tmp_path / "gpu").get(dataclasses.replace(cfg, device="cpu", limit=None), progress=False)
+    made = RunStore(tmp_path / "gpu").get(dataclasses.replace(cfg, device="cpu"), progress=False)
     run_dir = tmp_path / "results" / made.key
     shutil.copytree(made.path, run_dir)
     conf = json.loads((run_dir / "config.json").read_text())
@@ -70,6 +70,8 @@ def test_device_is_not_part_of_the_run_identity(tmp_path):
     conf["device"], meta["device"], meta["device_name"] = "cuda", "cuda", "NVIDIA H200"
     (run_dir / "config.json").write_text(json.dumps(conf))
     (run_dir / "meta.json").write_text(json.dumps(meta))
+    from dnnknn.runs import write_manifest
+    write_manifest(run_dir)  # as the GPU machine's store wrote it
     found = RunStore(tmp_path / "cpu-store", extra=[tmp_path / "results"]).find(cfg)
     assert found is not None and found.meta["device_name"] == "NVIDIA H200"
     assert found.config.device == "cuda" and cfg.device == "cpu"

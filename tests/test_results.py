@@ -8,7 +8,6 @@ from dnnknn.experiments import RESULTS_DIR
 from dnnknn.metrics import agreement
 from dnnknn.runs import Run, export
 
-from .conftest import ROOT
 
 
 def test_exported_record_gives_the_same_tables(tmp_path):
@@ -17,7 +16,7 @@ def test_exported_record_gives_the_same_tables(tmp_path):
     original = RunStore(tmp_path / "store").get(cfg, progress=False)
     path = export(RunStore(tmp_path / "store"), original.key, tmp_path / "results")
     assert sorted(p.name for p in path.iterdir()) == sorted(["config.json", "meta.json", "measures.csv",
-                                                               "losses.csv", "predictions.npz"])
+                                                               "losses.csv", "predictions.npz", "manifest.json"])
     shipped = RunStore(tmp_path / "fresh", extra=[tmp_path / "results"]).get(cfg, train=False)
     assert shipped.path == path
     for split in ("test", "train"):
@@ -30,9 +29,9 @@ def test_committed_results_are_consistent(path):
     run = Run(path)
     assert RunStore().key(run.config) == run.key
     p = run.predictions()
-    for r in run.measures.sample(min(20, len(run.measures)), random_state=0).itertuples():
+    assert len(run.measures) > 0
+    for r in run.measures.itertuples():
         knn = p[f"{r.step}/{r.split}/{r.layer}/{r.metric}/{r.k}/{r.pca}"]
         got = agreement(knn, p[f"{r.step}/{r.split}/dnn"], p[f"labels/{r.split}"])
-        assert got["knn_acc"] == pytest.approx(r.knn_acc) and got["P_SAME"] == pytest.approx(r.P_SAME)
-        assert np.isnan(r.ME) or got["ME"] == pytest.approx(r.ME)
-    assert (ROOT / "results") == RESULTS_DIR
+        for name in ("dnn_acc", "knn_acc", "MC", "ME", "P_SAME"):  # NaN only where NaN is right
+            assert got[name] == pytest.approx(getattr(r, name), nan_ok=True), (r, name)

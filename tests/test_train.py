@@ -79,6 +79,7 @@ def test_kill_and_resume_gives_identical_numbers(tmp_path):
     assert torch.load(partial[0], weights_only=False)["step"] == 20
     resumed = _cli(CLI_TINY, tmp_path / "k")
     assert resumed.returncode == 0, resumed.stderr
+    assert "resuming lenet on mnist5k, SGD 40 steps, seed 0 from step 20" in resumed.stdout  # also with --no-progress
     whole = _cli(CLI_TINY, tmp_path / "w")
     assert whole.returncode == 0, whole.stderr
     (ka,), (wa,) = list((tmp_path / "k").glob("*/measures.csv")), list((tmp_path / "w").glob("*/measures.csv"))
