@@ -120,8 +120,36 @@ def main(argv=None) -> int:
     g.add_argument("--data-dir", help="dataset root, shared with the compute nodes")
     g.add_argument("--runs-dir", help="run store, shared with the compute nodes")
     g.add_argument("--dry-run", action="store_true", help="list the runs and what is missing; submit nothing")
+    ds = sub.add_parser("device-stage", help="pack the data of the two GPU calls into .device/ and print "
+                                             "the device tool's carry list and command for each")
+    ds.add_argument("--data-dir", help="where MNIST and cifar10-jpeg are (default $DNNKNN_DATA or ../shared/data)")
+    ds.add_argument("--small", action="store_true", help="small packs, for the CPU rehearsal")
+    dr = sub.add_parser("device-run", help="on the GPU machine: run one call's items within a time budget",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    dr.add_argument("--call", required=True, choices=("mnist", "cifar10-jpeg"))
+    dr.add_argument("--data-dir", required=True, help="the staged folder carried with the call")
+    dr.add_argument("--out", required=True, help="$OUT: records.tar.gz and summary.md are written here")
+    dr.add_argument("--budget", type=float, default=480.0, help="seconds; items that no longer fit are skipped")
+    dr.add_argument("--device", default="auto")
+    dr.add_argument("--small", action="store_true", help="toy sizes (a CPU rehearsal)")
+    im = sub.add_parser("import", help="verify the run records of a device call and copy them into results/")
+    im.add_argument("archive", help="records.tar.gz from a device call")
+    im.add_argument("--to", help="destination (default: the repository's results/)")
     a = parser.parse_args(argv)
     try:
+        if a.command == "device-stage":
+            from .device import stage
+            stage(a.data_dir, small=a.small)
+            return 0
+        if a.command == "device-run":
+            from .device import run_call
+            run_call(a.call, a.data_dir, a.out, small=a.small, device=a.device, budget=a.budget)
+            return 0
+        if a.command == "import":
+            from .device import import_archive
+            for p in import_archive(a.archive, a.to):
+                print(f"imported {p}")
+            return 0
         if a.command == "book":
             from .book import main as book_main
             return book_main(a)

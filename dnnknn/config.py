@@ -7,7 +7,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from .data import DATASETS, TORCHVISION_DATASETS
+from .data import DATASETS, NAMED_DATASETS
 from .errors import ConfigError
 from .knn import METRICS
 from .models import MODELS
@@ -132,8 +132,8 @@ class RunConfig:
 
 def paper_weight_decay(model: str, dataset: str) -> float:
     """Appendix A: Wide-ResNet 0.0008 (Zagoruyko's 0.0005 x 200/128); LeNet 0 / 0.008 / 0.01 for
-    MNIST / CIFAR-10 / CIFAR-100; MLP-640 none. MNIST-like data (mnist5k) follows MNIST; other image
-    folders follow CIFAR-10."""
+    MNIST / CIFAR-10 / CIFAR-100; MLP-640 none. MNIST-like data (mnist5k) follows MNIST; the JPEG
+    copy of CIFAR-10 and other image folders follow CIFAR-10."""
     if model == "wrn":
         return 0.0008
     if model == "lenet":
@@ -152,7 +152,7 @@ def _validate(c: RunConfig):
         if not cond:
             raise ConfigError(msg)
 
-    need(isinstance(c.dataset, str) and (c.dataset in ("mnist5k",) + TORCHVISION_DATASETS
+    need(isinstance(c.dataset, str) and (c.dataset in NAMED_DATASETS
                                          or c.dataset.startswith("imagefolder:")),
          f"unknown dataset {c.dataset!r}; choose one of {', '.join(DATASETS)}")
     need(c.model in MODELS, f"unknown model {c.model!r}; choose one of {', '.join(MODELS)}")

@@ -11,7 +11,13 @@ Names accepted by `load_dataset`:
   (stratified, seed 0) into 4,000 training and 1,000 test images.
 - `mnist`, `cifar10`, `cifar100`: torchvision's datasets under a data root (the `root` argument,
   else `$DNNKNN_DATA`, else `~/.cache/dnnknn/data`). Downloaded when missing and online.
+- `cifar10-jpeg`: the lossy JPEG (about q75) copy of CIFAR-10 in ImageFolder layout under the data
+  root (`<root>/cifar10-jpeg/{train,test}/<class>/*.jpg`). Not CIFAR-10: labelled as the copy.
 - `imagefolder:<path>`: `<path>/train/<class>/*` and `<path>/test/<class>/*` images.
+
+A data root may also hold a *pack* `<root>/<name>.npz` written by `pack_dataset` (the device
+check's staging): MNIST as its uint8 pixels, the JPEG copy as its JPEG bytes plus a hash of the
+decoded pixels, checked when it is read.
 """
 from __future__ import annotations
 
@@ -25,7 +31,8 @@ import torch
 from .errors import ConfigError, DataNotFoundError
 
 TORCHVISION_DATASETS = ("mnist", "cifar10", "cifar100")
-DATASETS = ("mnist5k",) + TORCHVISION_DATASETS + ("imagefolder:<path>",)
+NAMED_DATASETS = ("mnist5k",) + TORCHVISION_DATASETS + ("cifar10-jpeg",)
+DATASETS = NAMED_DATASETS + ("imagefolder:<path>",)
 
 
 @dataclass
@@ -219,6 +226,74 @@ def _imagefolder(path: str) -> tuple:
     return (*out, len(classes))
 
 
+def _pixels_hash(*arrays) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def pack_dataset(name: str, root, out, limit: tuple[int, int] | None = None) -> Path:
+    """Write `name` (as read from `root`) into one compact file `out` that `load_dataset` reads
+    back exactly: MNIST's uint8 pixels (compressed), the JPEG copy's JPEG bytes as they are on disk
+    with a hash of the pixels decoded here (checked when read). limit: the first (n_train, n_test)."""
+    root, out = Path(root), Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.npz")
+    if name == "mnist":
+        xtr, ytr, xte, yte, nc = _torchvision("mnist", root, download=False)
+        if limit:
+            xtr, ytr, xte, yte = xtr[:limit[0]], ytr[:limit[0]], xte[:limit[1]], yte[:limit[1]]
+        np.savez_compressed(tmp, kind="pixels", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte, classes=nc)
+    elif name == "cifar10-jpeg":
+        folder = root / "cifar10-jpeg"
+        files = _imagefolder_files(folder)
+        classes = sorted(d.name for d in (folder / "train").iterdir() if d.is_dir())
+        arrays = {}
+        for split, n in zip(("train", "test"), limit or (None, None)):
+            paths = files[split]
+            if n:  # the first images of every class in turn, so that a small pack holds all classes
+                by_class = {}
+                for q in paths:
+                    by_class.setdefault(q.parent.name, []).append(q)
+                paths = [q for i in range(max(map(len, by_class.values()))) for c in classes
+                         for q in by_class[c][i:i + 1]][:n]
+            blobs = [p.read_bytes() for p in paths]
+            arrays[f"bytes_{split}"] = np.frombuffer(b"".join(blobs), np.uint8)
+            arrays[f"offsets_{split}"] = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
+            arrays[f"y_{split}"] = np.array([classes.index(p.parent.name) for p in paths], np.int64)
+        xtr, xte = _decode_jpegs(arrays, "train"), _decode_jpegs(arrays, "test")
+        np.savez(tmp, kind="jpeg", classes=len(classes), pixels_sha256=_pixels_hash(xtr, xte), **arrays)
+    else:
+        raise ConfigError(f"only 'mnist' and 'cifar10-jpeg' can be packed, got {name!r}")
+    os.replace(tmp, out)
+    return out
+
+
+def _decode_jpegs(z, split: str) -> np.ndarray:
+    import io
+
+    from PIL import Image
+    raw, off = z[f"bytes_{split}"], z[f"offsets_{split}"]
+    out = []
+    for a, b in zip(off[:-1], off[1:]):
+        with Image.open(io.BytesIO(raw[a:b].tobytes())) as im:
+            out.append(np.asarray(im.convert("RGB")))
+    return np.stack(out)
+
+
+def _from_pack(path: Path) -> tuple:
+    with np.load(path) as z:
+        if str(z["kind"]) == "pixels":
+            return z["x_train"], z["y_train"], z["x_test"], z["y_test"], int(z["classes"])
+        xtr, xte = _decode_jpegs(z, "train"), _decode_jpegs(z, "test")
+        if _pixels_hash(xtr, xte) != str(z["pixels_sha256"]):
+            raise DataNotFoundError(f"{path}: the JPEGs decode to other pixels here than where they were "
+                                    f"packed (another JPEG decoder); pack them on this machine instead")
+        return xtr, z["y_train"], xte, z["y_test"], int(z["classes"])
+
+
 def load_dataset(name: str, root: str | os.PathLike | None = None, labels: str = "true",
                  label_seed: int = 0, download: bool = True, limit: tuple[int, int] | None = None
                  ) -> Dataset:
@@ -236,8 +311,17 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, labels: str =
     if name in TORCHVISION_DATASETS and given and not root.is_dir():
         raise DataNotFoundError(f"data folder {root} does not exist; pass the folder that holds "
                                 f"{_FILES[name]} (--data-dir or DNNKNN_DATA)")
+    pack = root / f"{name}.npz"
     if name == "mnist5k":
         xtr, ytr, xte, yte, nc = _mnist5k()
+    elif name in ("mnist", "cifar10-jpeg") and pack.is_file():
+        xtr, ytr, xte, yte, nc = _from_pack(pack)
+    elif name == "cifar10-jpeg":
+        if not (root / "cifar10-jpeg").is_dir():
+            raise DataNotFoundError(f"dataset 'cifar10-jpeg' is not in {root}: put the JPEG copy's "
+                                    f"train/<class>/*.jpg and test/<class>/*.jpg under {root / 'cifar10-jpeg'}, "
+                                    f"or its pack at {pack} (python -m dnnknn device-stage)")
+        xtr, ytr, xte, yte, nc = _imagefolder(str(root / "cifar10-jpeg"))
     elif name in TORCHVISION_DATASETS:
         xtr, ytr, xte, yte, nc = _torchvision(name, root, download)
     elif name.startswith("imagefolder:"):

@@ -94,7 +94,7 @@ class Params:
         from .models import MODELS
 
         for d in self.datasets:
-            if d not in DATASETS[:-1] and not d.startswith("imagefolder:"):
+            if d not in DATASETS[:-1] and not d.startswith("imagefolder:"):  # the named ones
                 raise ConfigError(f"parameter 'datasets': unknown dataset {d!r}; allowed: {', '.join(DATASETS)}")
         for m in self.models:
             if m not in MODELS:

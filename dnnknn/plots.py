@@ -12,7 +12,8 @@ import seaborn as sns
 DNN, KNN, MC, ME = "black", "tab:red", "tab:blue", "tab:red"
 LAYER_K_COLOURS = {1: "tab:blue", 5: "tab:orange", 30: "tab:red", 100: "tab:green"}
 NAMES = {"mlp640": "MLP-640", "lenet": "LeNet", "wrn": "Wide-ResNet", "mnist": "MNIST",
-         "mnist5k": "MNIST-5k", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+         "mnist5k": "MNIST-5k", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
+         "cifar10-jpeg": "CIFAR-10 (JPEG q75 copy)"}
 
 
 def theme():

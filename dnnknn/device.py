@@ -1,0 +1,277 @@
+"""The prepared GPU check: stage here, run there in one call, import what comes back.
+
+A lent GPU machine gets a copy of the working tree only (64 MiB with the ignored paths named in
+`carry`), runs one command of at most 10 minutes with its own `python3` (torch, numpy, numba,
+pandas, scikit-learn; no mlxtend, papermill, jupyter-book, submitit, faiss), and sends back at most
+8 files of 16 MiB from `$OUT`. So:
+
+    python -m dnnknn device-stage                  # here: data packs into .device/, prints both calls
+    python3 -m dnnknn device-run --call mnist ...  # there: prints a time budget, runs what fits
+    python -m dnnknn import OUT/records.tar.gz     # here: verified run records into results/
+
+Calls and their items, most valuable first (each call ends inside `--budget` seconds, 480 by
+default; an item whose estimate no longer fits is skipped with a line saying so):
+- `mnist`: Wide-ResNet-28-10 on MNIST at appendix A's settings (Figures 1-4, Table 2); the same
+  network on MNIST with random labels, train and test evaluated along training (Figure 5,
+  appendix E), for `RANDOM_STEPS` steps.
+- `cifar10-jpeg`: MLP-640 and LeNet on the JPEG copy of CIFAR-10 at appendix A's settings (50,000
+  steps); then the training-throughput / MFU and CUDA k-NN benchmarks.
+`--small` runs the same items at toy sizes on a CPU (the rehearsal in tests/test_device_check.py).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from .errors import ConfigError, DnnKnnError
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGE = ".device"  # ignored by git; carried to the device machine
+CALLS = {"mnist": "mnist", "cifar10-jpeg": "cifar10-jpeg"}  # call -> the dataset it carries
+# Section 4.4: the random-label networks are trained until they fit the training set (Figure 5
+# shows training accuracy reaching 100%). 60,000 random MNIST labels need tens of epochs; 15,000
+# steps of batch 200 are 50 epochs, which is what fits one 10-minute call beside the true-label run.
+RANDOM_STEPS = 15_000
+OUT_FILES, OUT_BYTES = 8, 16 * 2**20  # what comes back from $OUT
+
+
+def stage(data_dir: str | os.PathLike | None = None, small: bool = False, dest: str = STAGE) -> dict:
+    """Pack each call's data into `dest/<call>/` and print the device tool's carry list and command."""
+    from .data import pack_dataset
+
+    src = Path(data_dir or os.environ.get("DNNKNN_DATA") or ROOT.parent / "shared" / "data")
+    limit = (2000, 500) if small else None
+    calls = {}
+    for call, dataset in CALLS.items():
+        folder = Path(dest) / call
+        t = time.time()
+        pack = pack_dataset(dataset, src, ROOT / folder / f"{dataset}.npz" if not Path(dest).is_absolute()
+                            else folder / f"{dataset}.npz", limit=limit)
+        mb = pack.stat().st_size / 2**20
+        cmd = (f"python3 -m dnnknn device-run --call {call} --data-dir {folder} --out $OUT"
+               + (" --small --device cpu" if small else ""))
+        calls[call] = {"carry": [str(folder)], "command": cmd, "pack": str(pack), "MiB": round(mb, 1)}
+        print(f"{call}: packed {dataset} from {src} into {pack} ({mb:.1f} MiB, {time.time() - t:.0f} s)")
+        print(f"  carry:   {json.dumps([str(folder)])}")
+        print(f"  command: {cmd}")
+    print("Give each call to the device tool in turn (while the machine is warm); then, here:\n"
+          "  python -m dnnknn import <files_at>/records.tar.gz")
+    return calls
+
+
+# -- the device side -------------------------------------------------------------------------------
+
+def _params(small: bool, device: str, data_dir: str, runs_dir: str):
+    from .experiments import Params
+
+    if small:
+        return Params.from_notebook(profile="quick", steps=12, eval_every=6, random_steps=12,
+                                    random_limit=[400, 200], device=device, data_dir=data_dir,
+                                    runs_dir=runs_dir, train_missing=True)
+    return Params.from_notebook(profile="paper", random_steps=RANDOM_STEPS, device=device, data_dir=data_dir,
+                                runs_dir=runs_dir, train_missing=True)
+
+
+def _items(call: str, P, small: bool) -> list[tuple[str, object]]:
+    """(name, RunConfig or benchmark command) in order of value."""
+    import dataclasses
+
+    lim = (1500, 400) if small else None
+
+    def sized(cfg):
+        return dataclasses.replace(cfg, limit=lim) if lim and cfg.limit is None else cfg
+
+    if call == "mnist":
+        return [("wrn-mnist", sized(P.main_config("mnist", "wrn"))),
+                ("wrn-mnist-random-labels", sized(P.random_config("mnist", "wrn")))]
+    items = [(f"{m}-cifar10-jpeg", sized(P.main_config("cifar10-jpeg", m))) for m in ("mlp640", "lenet")]
+    small_flag = ["--small"] if small else []
+    items += [("benchmark-train", [sys.executable, "benchmarks/train.py", *small_flag]),
+              ("benchmark-knn", [sys.executable, "benchmarks/knn.py", "--skip-sklearn", "--repeat", "1",
+                                 *small_flag])]
+    return items
+
+
+def _calibrate(cfg, data, dev) -> tuple[float, float]:
+    """(seconds per training step, seconds per image embedded) for cfg's model on this device."""
+    import torch
+    import torch.nn.functional as F
+
+    from .models import build_model
+    from .train import embed, make_optimizer
+
+    kw = {"depth": cfg.depth, "width": cfg.width} if cfg.model == "wrn" else {}
+    model = build_model(cfg.model, data.shape, data.num_classes, **kw).to(dev)
+    opt = make_optimizer(model, cfg)
+    b = min(cfg.batch_size or len(data.y_train), len(data.y_train))
+    x, y = data.x_train[:b].to(dev), data.y_train[:b].to(dev)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    for i in range(5):  # 2 warm-up steps, 3 timed
+        if i == 2:
+            sync()
+            t = time.time()
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    sync()
+    per_step = (time.time() - t) / 3
+    n = min(2000, len(data.x_test))
+    embed(model, data.x_test[:n].to(dev))
+    sync()
+    t = time.time()
+    embed(model, data.x_test[:n].to(dev), model.layer_names)
+    sync()
+    return per_step, (time.time() - t) / n
+
+
+def estimate(cfg, data, dev) -> float:
+    """Seconds for a run: training steps plus one embedding of both splits per evaluation, plus
+    20% for the k-NN searches and the records, plus a fixed start-up allowance."""
+    per_step, per_image = _calibrate(cfg, data, dev)
+    n_eval = len(cfg.eval_steps)
+    images = n_eval * len(data.y_test) + (n_eval if cfg.eval_train else 1) * len(data.y_train)
+    return 15 + 1.2 * (cfg.steps * per_step + images * per_image)  # 15 s: loading, numba compilation
+
+
+def run_call(call: str, data_dir: str, out: str, small: bool = False, device: str = "auto",
+             budget: float = 480.0, runs_dir: str | None = None) -> Path:
+    """Run a call's items that fit in `budget` seconds; write records.tar.gz, summary.md, log.txt
+    into `out`."""
+    import torch
+
+    from .data import load_dataset
+    from .runs import RunStore, code_version, device_name
+    from .train import resolve_device
+
+    t0 = time.time()
+    if call not in CALLS:
+        raise ConfigError(f"unknown call {call!r}; choose one of {', '.join(CALLS)}")
+    if not Path(data_dir).is_dir():
+        raise ConfigError(f"no staged data in {data_dir}; run `python -m dnnknn device-stage` first and "
+                          f"carry that folder")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    runs_dir = runs_dir or tempfile.mkdtemp(prefix="dnnknn-device-runs-")
+    P = _params(small, dev.type, data_dir, runs_dir)
+    store = RunStore(runs_dir)
+    lines = [f"# dnnknn device check: call {call}{' (--small)' if small else ''}",
+             f"{device_name(str(dev))}; torch {torch.__version__}; code {code_version()}; "
+             f"budget {budget:.0f} s", ""]
+
+    def say(text=""):
+        print(text, flush=True)
+        lines.append(text)
+
+    say(lines[0])
+    say(lines[1])
+    items = _items(call, P, small)
+    datasets = {}
+    say("\n## Time budget (estimated seconds per item, from a few timed steps on this device)\n")
+    say("| item | what | steps | evaluations | estimated s |")
+    say("|---|---|---|---|---|")
+    plan = []
+    for name, what in items:
+        if isinstance(what, list):
+            est = 60.0 if not small else 30.0
+            say(f"| {name} | {' '.join(Path(w).name for w in what[1:])} | | | {est:.0f} (allowance) |")
+        else:
+            cfg = what.resolve()
+            key = (cfg.dataset, cfg.labels, cfg.limit)
+            if key not in datasets:
+                datasets[key] = load_dataset(cfg.dataset, data_dir, labels=cfg.labels, label_seed=cfg.label_seed,
+                                             limit=cfg.limit)
+            est = estimate(cfg, datasets[key], dev)
+            say(f"| {name} | {cfg.label()} | {cfg.steps:,} | {len(cfg.eval_steps)} | {est:.0f} |")
+        plan.append((name, what, est))
+    say(f"\ncalibration took {time.time() - t0:.0f} s\n")
+    say("## Results\n")
+    say("| item | run | wall (s) | test DNN (%) | test k-NN (%) | MC | ME | P_SAME | train DNN (%) | train k-NN (%) |")
+    say("|---|---|---|---|---|---|---|---|---|---|")
+    finished, notes = [], []
+    for name, what, est in plan:
+        left = budget - (time.time() - t0)
+        if est > left:
+            notes.append(f"skipped {name}: estimated {est:.0f} s, {left:.0f} s left in the budget")
+            say(f"| {name} | skipped: estimated {est:.0f} s, {left:.0f} s left | | | | | | | | |")
+            continue
+        t = time.time()
+        if isinstance(what, list):
+            r = subprocess.run(what, cwd=ROOT, capture_output=True, text=True, timeout=max(30, left))
+            notes.append(f"## {name} ({time.time() - t:.0f} s, exit {r.returncode})\n\n{r.stdout}"
+                         + (f"\n{r.stderr[-2000:]}" if r.returncode else ""))
+            say(f"| {name} | benchmark, exit {r.returncode} (output below) | {time.time() - t:.0f} | | | | | | | |")
+            continue
+        cfg = what
+        try:
+            run = store.get(cfg, data_dir=data_dir, progress="log")
+        except DnnKnnError as e:
+            say(f"| {name} | failed: {e} | {time.time() - t:.0f} | | | | | | | |")
+            continue
+        finished.append(run)
+        te = run.final(split="test")
+        tr = run.final(split="train") if run.config.eval_train else None
+        train = f"{100 * tr.dnn_acc:.2f} | {100 * tr.knn_acc:.2f}" if tr is not None else " | "
+        say(f"| {name} | {run.config.label()} ({run.key}) | {run.meta['wall_time_s']:.0f} (est. {est:.0f}) | "
+            f"{100 * te.dnn_acc:.2f} | {100 * te.knn_acc:.2f} | {te.MC:.4f} | {te.ME:.4f} | {te.P_SAME:.4f} | {train} |")
+    say("")
+    for n in notes:
+        say(n)
+    say(f"\ntotal {time.time() - t0:.0f} s")
+    archive = out / "records.tar.gz"
+    write_archive(finished, archive)
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    check_out(out)
+    print(f"wrote {archive} ({len(finished)} runs) and {out / 'summary.md'}")
+    return archive
+
+
+def write_archive(runs, path: Path):
+    """The runs' compact records (no checkpoints), each under its key, in one tar.gz."""
+    from .runs import MANIFEST, RUN_FILES
+
+    tmp = path.with_name(path.name + ".tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for run in runs:
+            for f in (*RUN_FILES, MANIFEST):
+                tar.add(run.path / f, arcname=f"{run.key}/{f}")
+    os.replace(tmp, path)
+
+
+def check_out(out: Path):
+    files = [p for p in Path(out).rglob("*") if p.is_file()]
+    if len(files) > OUT_FILES:
+        raise ConfigError(f"{out} holds {len(files)} files; the device tool returns at most {OUT_FILES}")
+    big = [p for p in files if p.stat().st_size > OUT_BYTES]
+    if big:
+        raise ConfigError(f"{big[0]} is {big[0].stat().st_size / 2**20:.1f} MiB; the device tool returns at most 16 MiB a file")
+
+
+def import_archive(path: str | os.PathLike, to: str | os.PathLike | None = None) -> list[Path]:
+    """Verify each run in a device archive against its manifest and publish it into `to`
+    (default: the repository's results/)."""
+    from .runs import Run, RunStore, export
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no archive {path}; the device call writes $OUT/records.tar.gz")
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(path) as tar:
+            tar.extractall(tmp, filter="data")  # refuses absolute paths and links out of tmp
+        keys = sorted(p.name for p in Path(tmp).iterdir() if p.is_dir())
+        out = []
+        for key in keys:
+            Run(Path(tmp) / key)  # raises DamagedRun
+            out.append(export(RunStore(tmp), key, to))
+    return out
