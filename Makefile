@@ -23,8 +23,8 @@ browser:              ## Debian's chromium + chromedriver for the browser test (
 test: setup browser   ## the test suite (the slow end-to-end checks included)
 	$(PY) -m pytest -q
 
-book: setup           ## execute the notebooks (quick profile) and build the HTML book
+book: setup           ## execute the notebooks (quick profile, and paper-profile pages from results/) and build the HTML into _build/html
 	$(PY) -m dnnknn book
 
 clean:
-	rm -rf book/_build
+	rm -rf _build

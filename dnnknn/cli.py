@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import OPTIMIZERS, RunConfig
+from .config import OPTIMIZERS, WEIGHT_DECAY_RULES, RunConfig
 from .data import DATASETS
 from .errors import DnnKnnError
 from .knn import METRICS
@@ -29,6 +29,9 @@ def _train_parser(sub):
     p.add_argument("--lr-milestones", type=int, nargs="*",
                    help="steps where the lr is multiplied by 0.2 (default 30/60/80%% of the steps; gd 200 300)")
     p.add_argument("--weight-decay", type=float, help="default: the paper's per model and dataset")
+    p.add_argument("--weight-decay-rule", default="authors", choices=WEIGHT_DECAY_RULES,
+                   help="authors: rate^2 for LeNet/MLP-640, the rate for Wide-ResNet (the authors' code); "
+                        "paper-text: the rate as stated; both on conv/fc weights only")
     p.add_argument("--no-augment", action="store_true", help="no padding/crop/flip augmentation")
     p.add_argument("--eval-steps", type=int, nargs="*", help="steps to evaluate at (default 11, evenly spaced)")
     p.add_argument("--eval-every", type=int, help="evaluate every N steps (and at 0 and the end)")
@@ -65,7 +68,7 @@ def config_from_args(a) -> RunConfig:
         dataset=a.dataset, model=a.model, steps=a.steps, labels=a.labels, label_seed=a.label_seed,
         depth=a.depth, width=a.width, optimizer=a.optimizer, batch_size=a.batch_size, lr=a.lr,
         lr_milestones=tuple(a.lr_milestones) if a.lr_milestones is not None else None,
-        weight_decay=a.weight_decay, augment=False if a.no_augment else None, eval_steps=eval_steps,
+        weight_decay=a.weight_decay, weight_decay_rule=a.weight_decay_rule, augment=False if a.no_augment else None, eval_steps=eval_steps,
         ks=tuple(a.k), metrics=tuple(a.metric), pca_dims=tuple(a.pca), eval_train=a.eval_train,
         train_eval_steps=tuple(a.train_eval_steps) if a.train_eval_steps is not None else None,
         exclude_self=a.exclude_self, probe_layers=tuple(a.probe_layers),

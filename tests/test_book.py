@@ -69,6 +69,11 @@ def test_every_notebook_executes_and_the_book_builds(tmp_path, monkeypatch):
     fig1 = (html / "01_knn_during_training.html").read_text()
     assert "Figure 1" in fig1 and "<img" in fig1 and "mnist5k, SGD 10 steps" in fig1
     side = (html / "09_side_by_side.html").read_text()
-    assert "4.44" in side and "not run here" in side
+    from dnnknn import experiments as ex
+    quick = ex.Params.from_notebook(profile="quick", device="cpu", runs_dir=str(tmp_path / "runs"))
+    run = quick.store().find(quick.main_config("mnist5k", "mlp640"))
+    r = run.final(split="test", k=30, metric="l1")
+    assert f"{100 * abs(r.knn_acc - r.dnn_acc):.2f} (n=1)" in side  # computed from the run, not typed
+    assert "not run here (needs a GPU" in side
     from .browser import check_in_chromium
     check_in_chromium(html, tmp_path / "screenshot.png")

@@ -4,7 +4,7 @@ import sys
 
 from .conftest import ROOT
 
-ARGS = ["grid", "--profile", "quick", "--executor", "local", "--models", "mlp640", "lenet", "--steps", "4",
+ARGS = ["grid", "--profile", "quick", "--executor", "local", "--models", "mlp640", "lenet", "--steps", "4", "--n-runs", "1",
         "--sections", "main", "--device", "cpu"]
 
 
