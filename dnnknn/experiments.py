@@ -227,6 +227,24 @@ def glue_md(name: str, text: str):
     glue(name, Markdown(text), display=False)
 
 
+def glue_table(name: str, df):
+    """Glue a DataFrame as a Markdown table, for a numbered, captioned `{table}` in the book:
+
+        ```{table} Caption
+        :name: "tab-x"
+
+        ```{glue:md} name
+        :format: myst
+        ```
+        ```
+    """
+    import pandas as pd
+
+    flat = df.reset_index() if not isinstance(df.index, pd.RangeIndex) else df
+    flat.columns = [" ".join(str(c) for c in col) if isinstance(col, tuple) else str(col) for col in flat.columns]
+    glue_md(name, flat.to_markdown(index=False))
+
+
 def main_runs(P: Params, models=None, datasets=None, seed: int = 0):
     """{(model, dataset): Run or None} and the configs, for the shared main runs."""
     runs, cfgs = {}, {}

@@ -24,7 +24,9 @@ def _serve(root: Path):
 
 
 def check_in_chromium(html_dir: Path, screenshot: Path):
-    """Index and one chapter: every image loads, the navigation lists every chapter; screenshot."""
+    """With every address but this machine's unreachable: index and one chapter, every image loads,
+    the navigation lists every chapter, the introduction's equations are typeset by the book's own
+    MathJax; screenshot."""
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not chromium or not driver:
         pytest.skip("chromium / chromedriver missing: `make browser` installs them")
@@ -35,7 +37,11 @@ def check_in_chromium(html_dir: Path, screenshot: Path):
     opts.binary_location = chromium
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1400,1000", f"--user-data-dir={tempfile.mkdtemp()}"):
+                 "--window-size=1400,1000", f"--user-data-dir={tempfile.mkdtemp()}",
+                 # no network: names other than the loopback do not resolve, and any proxy-able
+                 # request goes to a closed port
+                 "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+                 "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=127.0.0.1"):
         opts.add_argument(flag)
     server = _serve(html_dir)
     browser = webdriver.Chrome(service=Service(driver), options=opts)
@@ -63,6 +69,18 @@ def check_in_chromium(html_dir: Path, screenshot: Path):
             titles[page] = nav
             for _, p, _ in PAGES:
                 assert any(p.replace(".ipynb", ".html") in (h or "") for h in nav), (p, nav)
+            if page == "index.html":  # the introduction: its display equations typeset offline
+                try:
+                    WebDriverWait(browser, 30).until(lambda b: b.execute_script(
+                        "return document.querySelectorAll('mjx-container').length >= 3"))
+                except TimeoutException:
+                    pass
+                n_math = browser.execute_script("return document.querySelectorAll('mjx-container').length")
+                text = browser.execute_script("return document.body.innerText")
+                scripts = browser.execute_script(
+                    "return Array.from(document.scripts).map(s => s.src).filter(s => s.includes('mathjax'))")
+                assert scripts and all(s.startswith(base) for s in scripts), scripts
+                assert n_math >= 3 and "\\triangleq" not in text, (n_math, text[:500])
         n_images = browser.execute_script("return document.images.length")
         assert n_images >= 1
         browser.save_screenshot(str(screenshot))
