@@ -33,6 +33,7 @@ PAGES += [(f"{n}.ipynb", f"paper/{n}.ipynb", {"profile": "paper", "train_missing
     "01_knn_during_training", "02_knn_across_layers", "03_dnn_as_knn_approximator",
     "06_generalization_error", "07_full_batch_gd")]
 PAGES += [("09_side_by_side.ipynb", "09_side_by_side.ipynb", {})]
+PAGES += [("10_probe_any_network.ipynb", "10_probe_any_network.ipynb", {})]
 
 
 def _parse_value(text: str):

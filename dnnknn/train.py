@@ -270,3 +270,33 @@ def _last_eval_text(rec: Records) -> str:
     last = [r for r in rows if r["step"] == rows[-1]["step"] and r["metric"] == rows[0]["metric"]]
     r = min(last, key=lambda r: abs(r["k"] - 30))
     return f"step {r['step']}: dnn {r['dnn_acc']:.3f} knn(k={r['k']}) {r['knn_acc']:.3f}"
+
+
+def train_module(model: torch.nn.Module, data: Dataset, steps: int, batch: int = 200, lr: float = 0.05,
+                 momentum: float = 0.9, weight_decay: float = 5e-4, seed: int = 0, augment_batches: bool = True,
+                 device: str = "auto", start: int = 0) -> list[float]:
+    """Train any classifier (logits out) with Nesterov SGD on `data` for steps start..steps-1, with the
+    same seeded data order and batch augmentation as `fit`; returns the losses. For `dnnknn.probe`
+    on networks that are not dnnknn's (see the book's last chapter)."""
+    if not isinstance(steps, int) or steps < start:
+        raise ConfigError(f"steps must be an integer >= start ({start}), got {steps!r}")
+    dev = resolve_device(device)
+    model.to(dev).train()
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=momentum > 0,
+                          weight_decay=weight_decay)
+    n = len(data.y_train)
+    batch, per_epoch, losses = min(batch, n), max(1, n // min(batch, n)), []
+    for step in range(start, steps):
+        perm = torch.randperm(n, generator=_step_generator("cpu", seed, 1, step // per_epoch))
+        idx = perm[(step % per_epoch) * batch:(step % per_epoch + 1) * batch]
+        x, y = data.x_train[idx].to(dev), data.y_train[idx].to(dev)
+        if augment_batches:
+            x = augment(x, data.flip, _step_generator(dev, seed, 2, step))
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if not math.isfinite(loss.item()):
+            raise TrainingDiverged(f"the loss became {loss.item()} at step {step + 1} (lr {lr:g}); lower lr")
+        losses.append(loss.item())
+    return losses
