@@ -230,13 +230,13 @@ def glue_md(name: str, text: str):
 def glue_table(name: str, df):
     """Glue a DataFrame as a Markdown table, for a numbered, captioned `{table}` in the book:
 
-        ```{table} Caption
+        ````{table} Caption
         :name: "tab-x"
 
         ```{glue:md} name
         :format: myst
         ```
-        ```
+        ````
     """
     import pandas as pd
 
