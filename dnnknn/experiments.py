@@ -180,10 +180,20 @@ class Params:
             run = store.train(cfg, data_dir=self.data_dir, progress="log")
         return run
 
+    def how_to_fill(self, cfg: RunConfig) -> str:
+        """One line: 'not run here' and which command or device would fill the cell."""
+        kind = {"true": "main", "random": "random"}[cfg.labels] if cfg.optimizer == "sgd" else "gd"
+        if cfg.dataset in ("mnist", "mnist5k") and cfg.model in ("mlp640", "lenet"):
+            how = f"a CPU trains it: python -m dnnknn book --only paper/ -p train_missing true"
+        else:
+            how = (f"needs a GPU: python -m dnnknn grid --profile {self.profile} --datasets {cfg.dataset} "
+                   f"--models {cfg.model} --sections {kind}, or the device check; then python -m dnnknn import")
+        return f"not run here ({how})"
+
     def describe(self, run: Run | None, cfg: RunConfig) -> str:
         """A caption fragment saying what a panel was computed from."""
         if run is None:
-            return f"{cfg.label()}: not run here (needs a GPU or the cluster grid)"
+            return f"{cfg.label()}: {self.how_to_fill(cfg)}"
         m = run.meta
         lim = f", first {cfg.limit[0]:,} training images" if cfg.limit else ""
         return (f"{cfg.label()}{lim}; {m['device_name']}; profile {self.profile}; "
@@ -253,6 +263,11 @@ def main_runs(P: Params, models=None, datasets=None, seed: int = 0):
             cfgs[(m, d)] = cfg = P.main_config(d, m, seed)
             runs[(m, d)] = P.get(cfg)
     return runs, cfgs
+
+
+def missing_text(P: Params, cfgs: dict):
+    """For plots.grid: what to write in a panel without a run (row, col) -> text."""
+    return lambda r, c: P.how_to_fill(cfgs[(r, c)])
 
 
 def sources(P: Params, runs: dict, cfgs: dict) -> str:

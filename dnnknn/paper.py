@@ -104,7 +104,8 @@ def side_by_side(quick: ex.Params, full: ex.Params) -> pd.DataFrame:
                      "paper value within 2 std": within(paper, vals),
                      "quick profile (1 run)": fmt_spread([fn(r) for r in qruns], digits)
                      if _quick_dataset(dataset) else "no such data offline",
-                     "paper-profile runs": ", ".join(r.key for r in runs) or runs_needed(full, model, dataset, kind)})
+                     "paper-profile runs": ", ".join(r.key for r in runs) or full.how_to_fill(
+                         full.main_config(dataset, model) if kind == "main" else full.random_config(dataset, model))})
 
     add("MLP-640, MNIST: |k-NN − DNN| test accuracy (%)", "4.44", 4.44, "|k-NN − DNN| (%)", "mlp640", "mnist", digits=2)
     add("MLP-640, CIFAR-10: |k-NN − DNN| test accuracy (%)", "4.52", 4.52, "|k-NN − DNN| (%)", "mlp640", "cifar10", digits=2)
@@ -120,15 +121,6 @@ def side_by_side(quick: ex.Params, full: ex.Params) -> pd.DataFrame:
         add(f"Wide-ResNet, {name(d)}, random labels: k-NN training accuracy (%)", f"{v:g}", v,
             lambda r: 100 * _final(r, "train").knn_acc, "wrn", d, kind="random")
     return pd.DataFrame(rows).set_index("quantity")
-
-
-def runs_needed(P: ex.Params, model: str, dataset: str, kind: str = "main") -> str:
-    """One line: which command or device would fill a missing cell."""
-    arch = f"--models {model}"
-    where = ("a CPU can train it: python -m dnnknn book --only paper/ -p train_missing true"
-             if dataset == "mnist" and model in ("mlp640", "lenet") else "needs a GPU: python -m dnnknn grid "
-             f"--profile paper --datasets {dataset} {arch} --sections {kind}, then python -m dnnknn export")
-    return f"{NOT_RUN} ({where})"
 
 
 def seed_summary(full: ex.Params, dataset: str = "mnist", models=("mlp640", "lenet")) -> pd.DataFrame:

@@ -24,8 +24,9 @@ def name(x: str) -> str:
     return NAMES.get(x, x.replace("imagefolder:", ""))
 
 
-def grid(rows, cols, panel, runs: dict, height=2.6, width=3.4, sharey=True, legend=True):
-    """Call panel(ax, run, row, col) for each cell; cells without a run say so."""
+def grid(rows, cols, panel, runs: dict, height=2.6, width=3.4, sharey=True, legend=True, missing=None):
+    """Call panel(ax, run, row, col) for each cell; a cell without a run says so, and with
+    `missing(row, col)` (e.g. `experiments.missing_text`) what would fill it."""
     theme()
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(width * len(cols), height * len(rows)),
                              squeeze=False, sharey=sharey)
@@ -34,8 +35,10 @@ def grid(rows, cols, panel, runs: dict, height=2.6, width=3.4, sharey=True, lege
             ax = axes[i, j]
             run = runs.get((r, c))
             if run is None:
-                ax.text(0.5, 0.5, "not run here", ha="center", va="center", transform=ax.transAxes,
-                        color="grey")
+                import textwrap
+                text = missing(r, c) if missing else "not run here"
+                ax.text(0.5, 0.5, textwrap.fill(text, 38), ha="center", va="center", transform=ax.transAxes,
+                        color="dimgrey", fontsize=7, wrap=True)
                 ax.set_xticks([])
             else:
                 panel(ax, run, r, c)
