@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     g.add_argument("--datasets", nargs="+", help="default: the profile's")
     g.add_argument("--models", nargs="+", choices=MODELS, help="default: all three")
     g.add_argument("--steps", type=int, help="default: the profile's")
-    g.add_argument("--n-runs", type=int, help="Wide-ResNet seeds for Table 1 (default: the profile's)")
+    g.add_argument("--n-runs", type=int, help="seeds of every main run (the spread beside the paper's values; Table 1's 10) (default: the profile's)")
     g.add_argument("--sections", nargs="+", default=["main", "random", "gd"], choices=("main", "random", "gd"),
                    help="which kinds of runs")
     g.add_argument("--device", default="cuda", help="device the jobs train on")
@@ -187,9 +187,10 @@ def main(argv=None) -> int:
 
             cfg = config_from_args(a)
             store = RunStore(a.runs_dir)
-            cached = store.find(cfg) is not None
-            run = store.find(cfg) or store.train(cfg, data_dir=a.data_dir, progress=not a.no_progress,
-                                                 wait=not a.no_wait)
+            run = store.find(cfg)
+            cached = run is not None
+            if run is None:
+                run = store.train(cfg, data_dir=a.data_dir, progress=not a.no_progress, wait=not a.no_wait)
             print(f"{run.config.label()} - final evaluation at step {run.config.steps}"
                   + (" (from the run store, no training)" if cached else ""))
             print(summary(run))

@@ -185,9 +185,12 @@ def _imagefolder_files(root: Path) -> dict[str, list[Path]]:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
+_FILE_HASHES: dict[tuple, str] = {}  # (path, size, mtime) -> sha256 of the contents, per process
+
+
 def imagefolder_fingerprint(path: str) -> str:
-    """A hash of an image folder's file list, sizes and modification times: part of a run's
-    identity, so that adding, removing or replacing images makes a new run."""
+    """A hash of an image folder's file names and contents: part of a run's identity, so that
+    adding, removing or replacing images makes a new run, while a copy elsewhere keeps its key."""
     import hashlib
 
     root = Path(path).expanduser()
@@ -196,7 +199,10 @@ def imagefolder_fingerprint(path: str) -> str:
         for split, paths in _imagefolder_files(root).items():
             for p in paths:
                 st = p.stat()
-                h.update(f"{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                memo = (str(p), st.st_size, st.st_mtime_ns)
+                if memo not in _FILE_HASHES:
+                    _FILE_HASHES[memo] = hashlib.sha256(p.read_bytes()).hexdigest()
+                h.update(f"{p.relative_to(root).as_posix()}\0{_FILE_HASHES[memo]}\n".encode())
     except DataNotFoundError as e:
         return f"unreadable: {e}"
     return h.hexdigest()[:16]
@@ -245,7 +251,8 @@ def pack_dataset(name: str, root, out, limit: tuple[int, int] | None = None) -> 
         xtr, ytr, xte, yte, nc = _torchvision("mnist", root, download=False)
         if limit:
             xtr, ytr, xte, yte = xtr[:limit[0]], ytr[:limit[0]], xte[:limit[1]], yte[:limit[1]]
-        np.savez_compressed(tmp, kind="pixels", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte, classes=nc)
+        np.savez_compressed(tmp, kind="pixels", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte, classes=nc,
+                            limit=np.array(limit or (0, 0)))
     elif name == "cifar10-jpeg":
         folder = root / "cifar10-jpeg"
         files = _imagefolder_files(folder)
@@ -264,7 +271,8 @@ def pack_dataset(name: str, root, out, limit: tuple[int, int] | None = None) -> 
             arrays[f"offsets_{split}"] = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
             arrays[f"y_{split}"] = np.array([classes.index(p.parent.name) for p in paths], np.int64)
         xtr, xte = _decode_jpegs(arrays, "train"), _decode_jpegs(arrays, "test")
-        np.savez(tmp, kind="jpeg", classes=len(classes), pixels_sha256=_pixels_hash(xtr, xte), **arrays)
+        np.savez(tmp, kind="jpeg", classes=len(classes), pixels_sha256=_pixels_hash(xtr, xte),
+                 limit=np.array(limit or (0, 0)), **arrays)
     else:
         raise ConfigError(f"only 'mnist' and 'cifar10-jpeg' can be packed, got {name!r}")
     os.replace(tmp, out)
@@ -283,8 +291,13 @@ def _decode_jpegs(z, split: str) -> np.ndarray:
     return np.stack(out)
 
 
-def _from_pack(path: Path) -> tuple:
+def _from_pack(path: Path, limit) -> tuple:
     with np.load(path) as z:
+        held = tuple(int(v) for v in z["limit"])
+        if held != (0, 0) and (limit is None or limit[0] > held[0] or limit[1] > held[1]):
+            raise DataNotFoundError(f"{path} holds only the first {held[0]:,} / {held[1]:,} images (staged with "
+                                    f"--small); stage it again without --small for "
+                                    f"{'the whole dataset' if limit is None else f'{limit[0]:,} / {limit[1]:,} images'}")
         if str(z["kind"]) == "pixels":
             return z["x_train"], z["y_train"], z["x_test"], z["y_test"], int(z["classes"])
         xtr, xte = _decode_jpegs(z, "train"), _decode_jpegs(z, "test")
@@ -315,7 +328,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, labels: str =
     if name == "mnist5k":
         xtr, ytr, xte, yte, nc = _mnist5k()
     elif name in ("mnist", "cifar10-jpeg") and pack.is_file():
-        xtr, ytr, xte, yte, nc = _from_pack(pack)
+        xtr, ytr, xte, yte, nc = _from_pack(pack, limit)
     elif name == "cifar10-jpeg":
         if not (root / "cifar10-jpeg").is_dir():
             raise DataNotFoundError(f"dataset 'cifar10-jpeg' is not in {root}: put the JPEG copy's "

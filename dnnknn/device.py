@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import ConfigError, DnnKnnError
+from .errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE = ".device"  # ignored by git; carried to the device machine
@@ -146,8 +146,8 @@ def estimate(cfg, data, dev) -> float:
 
 def run_call(call: str, data_dir: str, out: str, small: bool = False, device: str = "auto",
              budget: float = 480.0, runs_dir: str | None = None) -> Path:
-    """Run a call's items that fit in `budget` seconds; write records.tar.gz, summary.md, log.txt
-    into `out`."""
+    """Run a call's items that fit in `budget` seconds; records.tar.gz and summary.md in `out` are
+    rewritten after every item, so what finished comes back even if the call is cut short."""
     import torch
 
     from .data import load_dataset
@@ -166,16 +166,14 @@ def run_call(call: str, data_dir: str, out: str, small: bool = False, device: st
     runs_dir = runs_dir or tempfile.mkdtemp(prefix="dnnknn-device-runs-")
     P = _params(small, dev.type, data_dir, runs_dir)
     store = RunStore(runs_dir)
-    lines = [f"# dnnknn device check: call {call}{' (--small)' if small else ''}",
-             f"{device_name(str(dev))}; torch {torch.__version__}; code {code_version()}; "
-             f"budget {budget:.0f} s", ""]
+    lines = []
 
     def say(text=""):
         print(text, flush=True)
         lines.append(text)
 
-    say(lines[0])
-    say(lines[1])
+    say(f"# dnnknn device check: call {call}{' (--small)' if small else ''}")
+    say(f"{device_name(str(dev))}; torch {torch.__version__}; code {code_version()}; budget {budget:.0f} s")
     items = _items(call, P, small)
     datasets = {}
     say("\n## Time budget (estimated seconds per item, from a few timed steps on this device)\n")
@@ -200,6 +198,12 @@ def run_call(call: str, data_dir: str, out: str, small: bool = False, device: st
     say("| item | run | wall (s) | test DNN (%) | test k-NN (%) | MC | ME | P_SAME | train DNN (%) | train k-NN (%) |")
     say("|---|---|---|---|---|---|---|---|---|---|")
     finished, notes = [], []
+    archive = out / "records.tar.gz"
+
+    def flush():
+        write_archive(finished, archive)
+        (out / "summary.md").write_text("\n".join(lines + [""] + notes) + "\n")
+
     for name, what, est in plan:
         left = budget - (time.time() - t0)
         if est > left:
@@ -208,16 +212,21 @@ def run_call(call: str, data_dir: str, out: str, small: bool = False, device: st
             continue
         t = time.time()
         if isinstance(what, list):
-            r = subprocess.run(what, cwd=ROOT, capture_output=True, text=True, timeout=max(30, left))
-            notes.append(f"## {name} ({time.time() - t:.0f} s, exit {r.returncode})\n\n{r.stdout}"
-                         + (f"\n{r.stderr[-2000:]}" if r.returncode else ""))
-            say(f"| {name} | benchmark, exit {r.returncode} (output below) | {time.time() - t:.0f} | | | | | | | |")
+            try:
+                r = subprocess.run(what, cwd=ROOT, capture_output=True, text=True, timeout=max(30, left))
+                notes.append(f"## {name} ({time.time() - t:.0f} s, exit {r.returncode})\n\n{r.stdout}"
+                             + (f"\n{r.stderr[-2000:]}" if r.returncode else ""))
+                say(f"| {name} | benchmark, exit {r.returncode} (output below) | {time.time() - t:.0f} | | | | | | | |")
+            except subprocess.TimeoutExpired:
+                say(f"| {name} | stopped at the budget's end ({left:.0f} s) | {time.time() - t:.0f} | | | | | | | |")
+            flush()
             continue
         cfg = what
         try:
             run = store.get(cfg, data_dir=data_dir, progress="log")
-        except DnnKnnError as e:
-            say(f"| {name} | failed: {e} | {time.time() - t:.0f} | | | | | | | |")
+        except Exception as e:  # noqa: BLE001 - one item's failure (e.g. out of memory) keeps the others
+            say(f"| {name} | failed: {type(e).__name__}: {' '.join(str(e).split())[:200]} | {time.time() - t:.0f} | | | | | | | |")
+            flush()
             continue
         finished.append(run)
         te = run.final(split="test")
@@ -225,13 +234,12 @@ def run_call(call: str, data_dir: str, out: str, small: bool = False, device: st
         train = f"{100 * tr.dnn_acc:.2f} | {100 * tr.knn_acc:.2f}" if tr is not None else " | "
         say(f"| {name} | {run.config.label()} ({run.key}) | {run.meta['wall_time_s']:.0f} (est. {est:.0f}) | "
             f"{100 * te.dnn_acc:.2f} | {100 * te.knn_acc:.2f} | {te.MC:.4f} | {te.ME:.4f} | {te.P_SAME:.4f} | {train} |")
+        flush()
     say("")
     for n in notes:
-        say(n)
-    say(f"\ntotal {time.time() - t0:.0f} s")
-    archive = out / "records.tar.gz"
-    write_archive(finished, archive)
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+        print(n)
+    say(f"total {time.time() - t0:.0f} s")
+    flush()
     check_out(out)
     print(f"wrote {archive} ({len(finished)} runs) and {out / 'summary.md'}")
     return archive
@@ -263,6 +271,8 @@ def import_archive(path: str | os.PathLike, to: str | os.PathLike | None = None)
     (default: the repository's results/)."""
     from .runs import Run, RunStore, export
 
+    from .runs import DamagedRun
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no archive {path}; the device call writes $OUT/records.tar.gz")
@@ -270,8 +280,10 @@ def import_archive(path: str | os.PathLike, to: str | os.PathLike | None = None)
         with tarfile.open(path) as tar:
             tar.extractall(tmp, filter="data")  # refuses absolute paths and links out of tmp
         keys = sorted(p.name for p in Path(tmp).iterdir() if p.is_dir())
-        out = []
-        for key in keys:
-            Run(Path(tmp) / key)  # raises DamagedRun
-            out.append(export(RunStore(tmp), key, to))
-    return out
+        store = RunStore(tmp)
+        for key in keys:  # all checked before any is published
+            run = Run(Path(tmp) / key)  # raises DamagedRun
+            if store.key(run.config) != key:
+                raise DamagedRun(f"run {key}: its configuration hashes to {store.key(run.config)} with this "
+                                 f"library version; it was made by another version and cannot be found here")
+        return [export(store, key, to) for key in keys]

@@ -15,7 +15,6 @@ seed) from which Figures 1-4, Table 1 and Table 2 are all drawn, so it is traine
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,7 +137,8 @@ class Params:
         k, L1 and L2, with and without PCA-64; the training set at the last step (Table 2);
         every layer probed at the last step (Figure 2)."""
         steps = self.steps_for(dataset)
-        layers = _layer_names(model, **self.model_options(model))
+        from .models import layer_names
+        layers = layer_names(model, **self.model_options(model))
         return RunConfig(dataset=dataset, model=model, steps=steps, **self.model_options(model),
                          eval_steps=self.eval_steps_for(dataset), ks=tuple(sorted(set(ALL_KS) | set(self.ks))),
                          metrics=("l1", "l2"), pca_dims=(64,), eval_train=True, train_eval_steps=(steps,),
@@ -184,7 +184,7 @@ class Params:
         """One line: 'not run here' and which command or device would fill the cell."""
         kind = {"true": "main", "random": "random"}[cfg.labels] if cfg.optimizer == "sgd" else "gd"
         if cfg.dataset in ("mnist", "mnist5k") and cfg.model in ("mlp640", "lenet"):
-            how = f"a CPU trains it: python -m dnnknn book --only paper/ -p train_missing true"
+            how = "a CPU trains it: python -m dnnknn book --only paper/ -p train_missing true"
         else:
             how = (f"needs a GPU: python -m dnnknn grid --profile {self.profile} --datasets {cfg.dataset} "
                    f"--models {cfg.model} --sections {kind}, or the device check; then python -m dnnknn import")
@@ -198,12 +198,6 @@ class Params:
         lim = f", first {cfg.limit[0]:,} training images" if cfg.limit else ""
         return (f"{cfg.label()}{lim}; {m['device_name']}; profile {self.profile}; "
                 f"code {m['code_version']}; run {run.key}")
-
-
-@functools.lru_cache(maxsize=None)
-def _layer_names(model: str, **options) -> tuple[str, ...]:
-    from .models import build_model
-    return tuple(build_model(model, (3, 32, 32), 10, **options).layer_names)
 
 
 def _check_types(vals: dict):
@@ -331,18 +325,32 @@ def robustness_table(runs_by_seed: dict, ks=TABLE1_KS) -> "pd.DataFrame":
                         sel = m[(m.step == m.step.max()) & (m.split == "test") & (m.layer == "embedding")
                                 & (m.metric == metric) & (m.k == k) & (m.pca == pca)]
                         accs += list(100 * sel.knn_acc)
-                    col.append(_mean_std(accs))
+                    col.append(fmt_spread(accs))
             dnn = [100 * r.final(split="test").dnn_acc for r in runs]
-            col.append(_mean_std(dnn))
+            col.append(fmt_spread(dnn))
             table[(name(d), metric.upper())] = col
     index = [f"{k}{' + PCA' if p else ''}" for k in ks for p in (0, 64)] + ["DNN accuracy"]
     return pd.DataFrame(table, index=pd.Index(index, name="k"))
 
 
-def _mean_std(values) -> str:
+def spread(values) -> tuple[float, float, int]:
+    """(mean, sample std, n) of the defined (non-NaN) values; std is NaN for fewer than two."""
     import numpy as np
 
+    v = np.asarray([x for x in values if not np.isnan(x)], dtype=float)
+    if len(v) == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"), len(v)
+
+
+def fmt_spread(values, digits: int = 2) -> str:
+    """'mean ± std (n=N)' over runs; 'not run here' without runs; 'undefined' when every run's
+    value is NaN (ME of a network that makes no mistake)."""
+    values = list(values)
     if not values:
         return "not run here"
-    v = np.asarray(values)
-    return f"{v.mean():.2f} ± {v.std(ddof=1):.2f} (n={len(v)})" if len(v) > 1 else f"{v.mean():.2f} (n=1)"
+    mean, std, n = spread(values)
+    if n == 0:
+        return f"undefined in all {len(values)} runs"
+    text = f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})" if n > 1 else f"{mean:.{digits}f} (n=1)"
+    return text + (f", undefined in {len(values) - n}" if n < len(values) else "")

@@ -18,6 +18,8 @@ Architectures follow the authors' TensorFlow code (giladcohen/tensorflow_TB):
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -166,6 +168,13 @@ def build_model(name: str, in_shape, num_classes: int, **kwargs) -> ProbedNet:
     if name != "wrn" and kwargs:
         raise ConfigError(f"model {name!r} takes no options, got {sorted(kwargs)}")
     return builders[name](tuple(in_shape), num_classes, **kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def layer_names(name: str, depth: int | None = None, width: int | None = None) -> tuple[str, ...]:
+    """The probe-able layer names of a model (they do not depend on the input's shape)."""
+    kw = {k: v for k, v in (("depth", depth), ("width", width)) if v is not None}
+    return tuple(build_model(name, (3, 32, 32), 10, **kw).layer_names)
 
 
 def count_parameters(model: nn.Module) -> int:

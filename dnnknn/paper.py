@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pandas as pd
 
 from . import experiments as ex
@@ -45,24 +44,9 @@ def seed_runs(P: ex.Params, model: str, dataset: str | None, kind: str = "main")
     return [r for r in (P.get(c) for c in cfgs) if r is not None]
 
 
-def spread(values) -> tuple[float, float, int]:
-    """(mean, sample std, n); std is NaN for fewer than two values."""
-    v = np.asarray([x for x in values if not np.isnan(x)], dtype=float)
-    if len(v) == 0:
-        return float("nan"), float("nan"), 0
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"), len(v)
-
-
-def fmt_spread(values, digits: int = 2) -> str:
-    mean, std, n = spread(values)
-    if n == 0:
-        return NOT_RUN
-    return f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})" if n > 1 else f"{mean:.{digits}f} (n=1)"
-
-
 def within(paper: float | None, values, width: float = 2.0) -> str:
     """Whether the paper's value lies within mean ± 2 std of ours: 'yes', 'no', or why not known."""
-    mean, std, n = spread(values)
+    mean, std, n = ex.spread(values)
     if paper is None or n == 0:
         return "—"
     if n < 2:
@@ -100,9 +84,9 @@ def side_by_side(quick: ex.Params, full: ex.Params) -> pd.DataFrame:
         vals = [fn(r) for r in runs]
         qruns = seed_runs(dataclasses.replace(quick, n_runs=1), model, _quick_dataset(dataset), kind)
         rows.append({"quantity": what, "paper": paper_text,
-                     "paper profile (mean ± std over seeds)": fmt_spread(vals, digits),
+                     "paper profile (mean ± std over seeds)": ex.fmt_spread(vals, digits),
                      "paper value within 2 std": within(paper, vals),
-                     "quick profile (1 run)": fmt_spread([fn(r) for r in qruns], digits)
+                     "quick profile (1 run)": ex.fmt_spread([fn(r) for r in qruns], digits)
                      if _quick_dataset(dataset) else "no such data offline",
                      "paper-profile runs": ", ".join(r.key for r in runs) or full.how_to_fill(
                          full.main_config(dataset, model) if kind == "main" else full.random_config(dataset, model))})
@@ -136,7 +120,7 @@ def seed_summary(full: ex.Params, dataset: str = "mnist", models=("mlp640", "len
         for q, fn in QUANTITIES.items():
             vals = [fn(r) for r in runs]
             paper = stated.get((m, q))
-            rows.append({"model": name(m), "quantity": q, "ours (mean ± std)": fmt_spread(vals, 3 if "%" not in q else 2),
+            rows.append({"model": name(m), "quantity": q, "ours (mean ± std)": ex.fmt_spread(vals, 3 if "%" not in q else 2),
                          "paper": "—" if paper is None else f"{paper:g}", "paper value within 2 std": within(paper, vals)})
     return pd.DataFrame(rows).set_index(["model", "quantity"])
 
@@ -151,9 +135,9 @@ def table2_side_by_side(quick: ex.Params, full: ex.Params) -> pd.DataFrame:
         for who, paper, q in (("DNN", p_dnn, "DNN generalisation gap (%)"), ("k-NN", p_knn, "k-NN generalisation gap (%)")):
             vals = [QUANTITIES[q](r) for r in runs]
             row[f"paper {who}"] = paper
-            row[f"ours {who}"] = fmt_spread(vals) if runs else NOT_RUN
+            row[f"ours {who}"] = ex.fmt_spread(vals) if runs else NOT_RUN
             row[f"{who}: paper within 2 std"] = within(paper, vals)
-            row[f"quick profile {who}"] = (fmt_spread([QUANTITIES[q](r) for r in qruns])
+            row[f"quick profile {who}"] = (ex.fmt_spread([QUANTITIES[q](r) for r in qruns])
                                            if _quick_dataset(dataset) else "no such data offline")
         rows.append(row)
     return pd.DataFrame(rows).set_index(["model", "dataset"])

@@ -77,6 +77,8 @@ def _features(model, x, modules: dict[str, torch.nn.Module], batch: int, device,
     store: dict[str, list] = {n: [] for n in modules}
     logits = []
 
+    calls = dict.fromkeys(modules, 0)
+
     def hook_for(name):
         def hook(_module, _inputs, out):
             out = out[0] if isinstance(out, (tuple, list)) else out
@@ -84,6 +86,7 @@ def _features(model, x, modules: dict[str, torch.nn.Module], batch: int, device,
                 raise ConfigError(f"layer {name!r} outputs {type(out).__name__}, not a tensor")
             f = out.float().mean((2, 3)) if out.ndim == 4 else out.float().flatten(1)
             store[name].append(f.cpu())
+            calls[name] += 1
         return hook
 
     handles = [m.register_forward_hook(hook_for(n)) for n, m in modules.items()]
@@ -96,6 +99,12 @@ def _features(model, x, modules: dict[str, torch.nn.Module], batch: int, device,
                 raise ConfigError(f"the model's output must be logits of shape (N, classes), got "
                                   f"{tuple(out.shape) if torch.is_tensor(out) else type(out).__name__}")
             logits.append(out.float().cpu())
+            for name, n in calls.items():  # one output per forward pass, or the layer is ambiguous
+                if n != 1:
+                    raise ConfigError(f"layer {name!r} ran {n} times in one forward pass (a module "
+                                      f"{'reused' if n else 'never called'} by the model's forward); "
+                                      f"probe a module that runs once, such as its parent block")
+                calls[name] = 0
     finally:
         for h in handles:
             h.remove()

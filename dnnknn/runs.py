@@ -70,7 +70,9 @@ def verify(folder: Path):
         raise DamagedRun(f"run {folder.name}: {MANIFEST} is unreadable") from None
     for f in RUN_FILES:
         path, want = folder / f, manifest.get(f) if isinstance(manifest, dict) else None
-        if want is None or not path.is_file():
+        if not (isinstance(want, dict) and isinstance(want.get("bytes"), int) and isinstance(want.get("sha256"), str)):
+            raise DamagedRun(f"run {folder.name}: {MANIFEST} is damaged (no size and checksum for {f})")
+        if not path.is_file():
             raise DamagedRun(f"run {folder.name}: {f} is missing")
         if path.stat().st_size != want["bytes"] or _sha256(path) != want["sha256"]:
             raise DamagedRun(f"run {folder.name}: {f} is damaged ({path.stat().st_size} bytes, "
@@ -157,16 +159,17 @@ class RunStore:
     def key(self, cfg: RunConfig) -> str:
         return cfg.key(__version__)
 
-    def find(self, cfg: RunConfig) -> Run | None:
+    def find(self, cfg: RunConfig, quiet: bool = False) -> Run | None:
         """The finished run for `cfg`, verified against its manifest; a damaged copy is reported
-        in one line and skipped (a later copy, or a new run, takes its place)."""
+        in one line (unless quiet) and skipped (a later copy, or a new run, takes its place)."""
         key = self.key(cfg)
         for folder in [self.root, *self.extra]:
             if (folder / key).is_dir():
                 try:
                     return Run(folder / key)
                 except DamagedRun as e:
-                    print(f"warning: {e} in {folder}; it will be recomputed", file=sys.stderr, flush=True)
+                    if not quiet:
+                        print(f"warning: {e} in {folder}; it will be recomputed", file=sys.stderr, flush=True)
         return None
 
     def get(self, cfg: RunConfig, data_dir=None, progress: bool = True, train: bool = True) -> Run:
@@ -187,13 +190,13 @@ class RunStore:
         from .train import check_fits, resolve_device
 
         dev = resolve_device(cfg.device)
-        rcfg = dataclasses.replace(cfg.resolve(), device=dev.type)  # as run; not in the key
+        rcfg = dataclasses.replace(cfg.resolve(), device=str(dev))  # as run; not in the key
         key = self.key(cfg)
         data = load_dataset(rcfg.dataset, data_dir, labels=rcfg.labels, label_seed=rcfg.label_seed,
                             limit=rcfg.limit)
         check_fits(rcfg, len(data.y_train))  # before anything is written
         with RunLock(self.root / ".partial" / f"{key}.lock", rcfg.label(), wait=wait):
-            run = self.find(cfg)  # finished by the process we waited for
+            run = self.find(cfg, quiet=True)  # finished by the process we waited for
             return run if run is not None else self._train_locked(rcfg, key, dev, data, progress)
 
     def _train_locked(self, rcfg, key, dev, data, progress) -> Run:
@@ -258,20 +261,24 @@ def export(store: RunStore, key: str, to: str | os.PathLike | None = None) -> Pa
 
 
 class RunLock:
-    """An O_EXCL lock file holding {pid, host}. A second process waits for the holder (one line
-    saying so) or, with wait=False, stops with that line; a lock left by a dead process on this
-    host is taken over."""
+    """An O_EXCL lock file holding {pid, host}, its time refreshed every `beat` seconds while held.
+    A second process waits for the holder (one line saying so) or, with wait=False, stops with that
+    line. A lock is stale, and taken over, when its holder is a dead process on this host or when it
+    has not been refreshed for `stale_after` seconds (a job killed on another node); the takeover
+    renames the stale file first, so of several waiters exactly one takes it."""
 
-    def __init__(self, path: Path, label: str, wait: bool = True, poll: float = 1.0):
+    def __init__(self, path: Path, label: str, wait: bool = True, poll: float = 1.0, beat: float = 30.0,
+                 stale_after: float = 600.0):
         self.path, self.label, self.wait, self.poll = Path(path), label, wait, poll
+        self.beat, self.stale_after = beat, stale_after
 
-    def _holder(self) -> dict | None:
+    def _read(self) -> tuple[dict | None, float]:
         try:
-            return json.loads(self.path.read_text())
+            return json.loads(self.path.read_text() or "{}"), self.path.stat().st_mtime
         except FileNotFoundError:
-            return None
+            return None, 0.0
         except (OSError, ValueError):
-            return {}  # being written: treat as held
+            return {}, time.time()  # being written
 
     @staticmethod
     def _alive(pid: int) -> bool:
@@ -283,7 +290,45 @@ class RunLock:
             return True
         return True
 
+    def _stale(self, holder: dict, mtime: float) -> bool:
+        if time.time() - mtime > self.stale_after:
+            return True
+        pid = holder.get("pid")
+        return holder.get("host") == socket.gethostname() and isinstance(pid, int) and not self._alive(pid)
+
+    def _take_over(self, holder: dict) -> bool:
+        """Move the stale lock aside; True if it was the one judged stale (else put it back)."""
+        aside = self.path.with_name(f"{self.path.name}.stale-{os.getpid()}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return False  # another waiter moved it first
+        try:
+            moved = json.loads(aside.read_text() or "{}")
+        except (OSError, ValueError):
+            moved = {}
+        if moved != holder:  # a fresh lock was taken meanwhile: give it back
+            try:
+                os.link(aside, self.path)
+            except FileExistsError:
+                pass
+            aside.unlink(missing_ok=True)
+            return False
+        aside.unlink(missing_ok=True)
+        print(f"taking over the stale lock of {self.label} (PID {holder.get('pid', '?')} on "
+              f"{holder.get('host', '?')} is gone)", file=sys.stderr, flush=True)
+        return True
+
+    def _heartbeat(self):
+        while not self._stop.wait(self.beat):
+            try:
+                os.utime(self.path)
+            except OSError:
+                pass
+
     def __enter__(self):
+        import threading
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname()}
         said = False
@@ -291,15 +336,14 @@ class RunLock:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                h = self._holder()
-                if h is None:
+                holder, mtime = self._read()
+                if holder is None:
                     continue
-                if h.get("host") == me["host"] and isinstance(h.get("pid"), int) and not self._alive(h["pid"]):
-                    print(f"taking over the stale lock of {self.label} (PID {h['pid']} is gone)", file=sys.stderr)
-                    self.path.unlink(missing_ok=True)
+                if self._stale(holder, mtime):
+                    self._take_over(holder)
                     continue
-                line = (f"{self.label} is being computed by PID {h.get('pid', '?')} on {h.get('host', '?')} "
-                        f"(lock {self.path})")
+                line = (f"{self.label} is being computed by PID {holder.get('pid', '?')} on "
+                        f"{holder.get('host', '?')} (lock {self.path})")
                 if not self.wait:
                     raise ConfigError(f"{line}; wait for it, or run again without --no-wait")
                 if not said:
@@ -309,9 +353,12 @@ class RunLock:
                 continue
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
+            self._stop = threading.Event()
+            threading.Thread(target=self._heartbeat, daemon=True).start()
             return self
 
     def __exit__(self, *exc):
+        self._stop.set()
         self.path.unlink(missing_ok=True)
         return False
 

@@ -54,22 +54,21 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def decay_groups(model: torch.nn.Module, cfg: RunConfig) -> list[dict]:
+def decay_groups(model: torch.nn.Module, coefficient: float) -> list[dict]:
     """SGD parameter groups: the weights of convolutions and fully connected layers decayed with
-    `cfg.effective_weight_decay`; biases and batch-norm parameters not decayed (the authors'
-    code decays its `DW` variables only)."""
+    `coefficient`; biases and batch-norm parameters not decayed (the authors' code decays its
+    `DW` variables only)."""
     decayed, rest = [], []
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             is_weight = name == "weight" and isinstance(module, (torch.nn.Conv2d, torch.nn.Linear))
             (decayed if is_weight else rest).append(p)
-    return [{"params": decayed, "weight_decay": cfg.effective_weight_decay},
-            {"params": rest, "weight_decay": 0.0}]
+    return [{"params": decayed, "weight_decay": coefficient}, {"params": rest, "weight_decay": 0.0}]
 
 
 def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.SGD:
     """Nesterov SGD (appendix A) or plain GD (momentum 0), decay on weights only."""
-    return torch.optim.SGD(decay_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum,
+    return torch.optim.SGD(decay_groups(model, cfg.effective_weight_decay), lr=cfg.lr, momentum=cfg.momentum,
                            nesterov=cfg.momentum > 0)
 
 
@@ -147,13 +146,17 @@ def evaluate(model, data: Dataset, cfg: RunConfig, step: int, rec: Records, laye
 
 
 def check_fits(cfg: RunConfig, n_train: int):
-    """Settings that depend on the training set's size, checked before any training: the largest
-    k and the PCA dimensions."""
+    """Settings checked before anything is written or trained: the largest k and the PCA
+    dimensions against the training set's size, the probed layers against the model's."""
     probe_ks = cfg.probe_ks if set(cfg.probe_layers) - {"embedding"} else ()
     k_max = max((*cfg.ks, *probe_ks))
     if k_max > n_train - (1 if cfg.exclude_self else 0):
         raise ConfigError(f"k={k_max} is larger than the training set ({n_train} images); "
                           f"choose ks{' and probe_ks' if probe_ks else ''} <= {n_train}")
+    from .models import layer_names
+    names = layer_names(cfg.model, cfg.depth, cfg.width) if cfg.model == "wrn" else layer_names(cfg.model)
+    if unknown := [n for n in cfg.probe_layers if n not in names]:
+        raise ConfigError(f"unknown layer {unknown[0]!r} for {cfg.model}; it has {list(names)}")
     if cfg.pca_dims and max(cfg.pca_dims) > n_train:
         raise ConfigError(f"PCA to {max(cfg.pca_dims)} dimensions needs at least that many training images "
                           f"({n_train} here); choose pca_dims <= {n_train}")
@@ -276,14 +279,14 @@ def train_module(model: torch.nn.Module, data: Dataset, steps: int, batch: int =
                  momentum: float = 0.9, weight_decay: float = 5e-4, seed: int = 0, augment_batches: bool = True,
                  device: str = "auto", start: int = 0) -> list[float]:
     """Train any classifier (logits out) with Nesterov SGD on `data` for steps start..steps-1, with the
-    same seeded data order and batch augmentation as `fit`; returns the losses. For `dnnknn.probe`
+    same seeded data order and batch augmentation as `fit`, decay on conv / linear weights only;
+    returns the losses. For `dnnknn.probe`
     on networks that are not dnnknn's (see the book's last chapter)."""
     if not isinstance(steps, int) or steps < start:
         raise ConfigError(f"steps must be an integer >= start ({start}), got {steps!r}")
     dev = resolve_device(device)
     model.to(dev).train()
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=momentum > 0,
-                          weight_decay=weight_decay)
+    opt = torch.optim.SGD(decay_groups(model, weight_decay), lr=lr, momentum=momentum, nesterov=momentum > 0)
     n = len(data.y_train)
     batch, per_epoch, losses = min(batch, n), max(1, n // min(batch, n)), []
     for step in range(start, steps):

@@ -1,8 +1,6 @@
 """The notebooks execute through papermill with tiny parameters, and the book builds without warnings."""
 import json
 import shutil
-import subprocess
-import sys
 
 import nbformat
 import pytest

@@ -129,3 +129,31 @@ def test_import_refuses_a_damaged_archive(tmp_path):
     with pytest.raises(DamagedRun, match="manifest.json is missing"):
         import_archive(bad, tmp_path / "results")
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(), reason="../shared/data (MNIST) is not present")
+def test_a_small_pack_is_never_taken_for_the_whole_dataset(tmp_path):
+    from dnnknn.data import load_dataset, pack_dataset
+    from dnnknn.errors import DataNotFoundError
+
+    pack_dataset("mnist", SHARED_DATA, tmp_path / "mnist.npz", limit=(300, 100))
+    with pytest.raises(DataNotFoundError, match="holds only the first 300 / 100 images"):
+        load_dataset("mnist", tmp_path)
+    d = load_dataset("mnist", tmp_path, limit=(200, 100))
+    full = load_dataset("mnist", SHARED_DATA, limit=(200, 100))
+    assert d.x_train.shape == (200, 1, 28, 28) and (d.x_train == full.x_train).all()  # exact pixels
+
+
+def test_import_refuses_a_run_keyed_by_another_version(tmp_path):
+    from dnnknn import RunConfig, RunStore
+    from dnnknn.device import import_archive, write_archive
+    from dnnknn.runs import DamagedRun, Run
+
+    run = RunStore(tmp_path / "s").get(RunConfig(dataset="mnist5k", steps=2, eval_steps=(0, 2), ks=(1,),
+                                                 limit=(100, 50)), progress=False)
+    other = tmp_path / "s" / "0000000000000000"
+    shutil.copytree(run.path, other)
+    write_archive([run, Run(other)], tmp_path / "records.tar.gz")
+    with pytest.raises(DamagedRun, match="0000000000000000: its configuration hashes to"):
+        import_archive(tmp_path / "records.tar.gz", tmp_path / "results")
+    assert not (tmp_path / "results").exists()  # nothing published: all checked first

@@ -101,7 +101,7 @@ def test_only_conv_and_linear_weights_are_decayed(model, dataset, shape):
     kw = {"depth": 10, "width": 1} if model == "wrn" else {}
     cfg = RunConfig(model=model, dataset=dataset, **kw).resolve()
     net = build_model(model, shape, 10, **kw)
-    groups = decay_groups(net, cfg)
+    groups = decay_groups(net, cfg.effective_weight_decay)
     decayed = {id(p) for p in groups[0]["params"]}
     names = {n for n, p in net.named_parameters() if id(p) in decayed}
     for n, p in net.named_parameters():

@@ -51,7 +51,7 @@ def test_probe_on_a_torchvision_model_with_dataloaders_matches_sklearn():
     hooks = [getattr(net, n).register_forward_hook(lambda m, i, o, n=n: feats.setdefault(n, []).append(o))
              for n in ("layer3", "avgpool")]
     with torch.no_grad():
-        tr_logits = net(d.x_train)
+        net(d.x_train)
         te_logits = net(d.x_test)
     for h in hooks:
         h.remove()
@@ -78,3 +78,14 @@ def test_probe_bad_input_says_what_to_do():
         probe(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3)), *data, layer="0")
     with pytest.raises(ConfigError, match="DataLoader"):
         probe(net, 42, data[1], layer="avgpool")
+
+
+def test_probe_refuses_a_module_run_twice_or_never():
+    d = load_dataset("mnist5k", limit=(100, 50))
+    net = _small_resnet()
+    data = (d.x_train, d.y_train), (d.x_test, d.y_test)
+    with pytest.raises(ConfigError, match="'layer1.0.relu' ran 2 times"):
+        probe(net, *data, layer="layer1.0.relu")  # torchvision's blocks call their relu twice
+    net.unused = torch.nn.Linear(2, 2)
+    with pytest.raises(ConfigError, match="'unused' ran 0 times"):
+        probe(net, *data, layer="unused")

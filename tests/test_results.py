@@ -1,5 +1,4 @@
 """Compact records travel with the repository (results/) and give the same tables as the original run."""
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -96,45 +96,82 @@ def test_export_lists_intact_runs_and_reports_damaged_ones(finished, tmp_path):
     one_line_error(bad, "meta.json", "not exported")
 
 
-def test_committed_results_match_their_manifests():
-    for p in sorted((ROOT / "results").iterdir()):
-        if p.is_dir():
-            Run(p)  # raises DamagedRun otherwise
+def test_a_malformed_manifest_is_a_damaged_run(finished, tmp_path, capsys):
+    import json
+    store, path = _copy_store(finished, tmp_path)
+    for bad in ({"config.json": {"sha256": "x"}}, {"config.json": "abc"}, [1, 2]):
+        (path / MANIFEST).write_text(json.dumps(bad))
+        assert store.find(RunConfig(**TINY)) is None
+        assert "manifest.json is damaged" in capsys.readouterr().err
+        with pytest.raises(DamagedRun):
+            export(store, path.name, tmp_path / "results")
 
 
 def test_two_processes_asking_for_one_run(tmp_path):
-    """The second waits for the first (one line saying for which PID) and returns its run."""
+    """Started together, both end with the same records and only one of them trains."""
     store = tmp_path / "s"
-    args = [*CLI, "--steps", "60", "--eval-every", "30", "--model", "lenet"]
     env = {**os.environ, "DNNKNN_RUNS": str(store)}
-    cmd = [sys.executable, "-m", "dnnknn", "train", "--no-progress", *args]
-    a = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not list((store / ".partial").glob("*.lock")) and time.time() < deadline:
-        time.sleep(0.1)
-    assert list((store / ".partial").glob("*.lock")), "the first process never took the lock"
-    nowait = cli([*args, "--no-wait"], store)
-    one_line_error(nowait, "is being computed by PID", str(a.pid), "--no-wait")
-    b = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    out_a, err_a = a.communicate(timeout=300)
-    assert a.returncode == 0 and b.returncode == 0, (err_a, b.stderr)
-    assert f"waiting: " in b.stderr and f"PID {a.pid}" in b.stderr
-    assert out_a.splitlines()[-1] == b.stdout.splitlines()[-1]  # the same records folder
-    assert not list((store / ".partial").glob("*.lock"))
+    cmd = [sys.executable, "-m", "dnnknn", "train", "--no-progress", *CLI, "--model", "lenet"]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    assert outs[0][0].splitlines()[-1] == outs[1][0].splitlines()[-1]  # the same records folder
+    trained = [o for o, _ in outs if "from the run store" not in o]
+    assert len(trained) >= 1 and len([p for p in store.iterdir() if not p.name.startswith(".")]) == 1
+    assert not list((store / ".partial").glob("*.lock*"))
 
 
-def test_a_stale_lock_is_taken_over(tmp_path):
+def _hold_lock(store_root, cfg, pid, host=None, age=0.0):
     import json
     import socket
+    store = RunStore(store_root)
+    lock = store.root / ".partial" / f"{store.key(cfg)}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(json.dumps({"pid": pid, "host": host or socket.gethostname()}))
+    if age:
+        os.utime(lock, (time.time() - age, time.time() - age))
+    return store, lock
 
+
+def test_a_live_holder_is_waited_for_or_refused(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        cfg = RunConfig(**{**TINY, "eval_steps": (0, 3, 6)})  # what CLI asks for
+        _hold_lock(tmp_path / "s", cfg, holder.pid)
+        nowait = cli([*CLI, "--no-wait"], tmp_path / "s")
+        one_line_error(nowait, "is being computed by PID", str(holder.pid), "--no-wait")
+        waiting = subprocess.Popen([sys.executable, "-m", "dnnknn", "train", "--no-progress", *CLI], cwd=ROOT,
+                                   env={**os.environ, "DNNKNN_RUNS": str(tmp_path / "s")},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(8)
+        assert waiting.poll() is None  # still waiting for the live holder
+        holder.kill()  # the holder dies without releasing its lock: the waiter takes over
+        holder.wait()  # (reaped: a zombie still answers kill(pid, 0))
+        out, err = waiting.communicate(timeout=300)
+        assert waiting.returncode == 0, err
+        assert "waiting: " in err and f"PID {holder.pid}" in err and "taking over the stale lock" in err
+    finally:
+        holder.kill()
+
+
+def test_stale_locks_are_taken_over(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     cfg = RunConfig(**TINY)
-    store = RunStore(tmp_path / "s")
-    lock = store.root / ".partial" / f"{store.key(cfg)}.lock"
-    lock.parent.mkdir(parents=True)
-    lock.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
-    run = store.get(cfg, progress=False)
-    assert run.measures.step.max() == 6 and not lock.exists()
+    store, lock = _hold_lock(tmp_path / "a", cfg, int(dead.stdout))  # a dead process on this host
+    assert store.get(cfg, progress=False).measures.step.max() == 6 and not lock.exists()
+    store, lock = _hold_lock(tmp_path / "b", cfg, 1, host="another-node", age=3600)  # not refreshed for an hour
+    assert store.get(cfg, progress=False).measures.step.max() == 6 and not lock.exists()
+
+
+def test_a_held_lock_is_refreshed(tmp_path):
+    from dnnknn.runs import RunLock
+    path = tmp_path / "x.lock"
+    with RunLock(path, "x", beat=0.2):
+        os.utime(path, (0, 0))
+        time.sleep(0.6)
+        assert time.time() - path.stat().st_mtime < 5
+    assert not path.exists()
 
 
 def _images(root, n, seed=0):
@@ -180,6 +217,7 @@ def test_imagefolder_bad_contents_one_line(tmp_path):
     (["--pca", "400"], ["PCA to 400", "300"]),  # above the 300 training images
     (["--batch-size", "0"], ["batch_size", "0", "--optimizer gd"]),
     (["--k", "301"], ["k=301", "300"]),
+    (["--probe-layers", "bogus"], ["unknown layer 'bogus'", "embedding"]),
 ])
 def test_bad_train_input_one_line_nothing_on_disk(tmp_path, args, needles):
     r = cli([*CLI, *args], tmp_path / "store")
