@@ -181,13 +181,14 @@ class Params:
         return run
 
     def how_to_fill(self, cfg: RunConfig) -> str:
-        """One line: 'not run here' and which command or device would fill the cell."""
+        """One line: 'not run here' and which command or device would fill the cell (commands in
+    backticks, for Markdown)."""
         kind = {"true": "main", "random": "random"}[cfg.labels] if cfg.optimizer == "sgd" else "gd"
         if cfg.dataset in ("mnist", "mnist5k") and cfg.model in ("mlp640", "lenet"):
-            how = "a CPU trains it: python -m dnnknn book --only paper/ -p train_missing true"
+            how = "a CPU trains it: `python -m dnnknn book --only paper/ -p train_missing true`"
         else:
-            how = (f"needs a GPU: python -m dnnknn grid --profile {self.profile} --datasets {cfg.dataset} "
-                   f"--models {cfg.model} --sections {kind}, or the device check; then python -m dnnknn import")
+            how = (f"needs a GPU: `python -m dnnknn grid --profile {self.profile} --datasets {cfg.dataset} "
+                   f"--models {cfg.model} --sections {kind}`, or the device check; then `python -m dnnknn import`")
         return f"not run here ({how})"
 
     def describe(self, run: Run | None, cfg: RunConfig) -> str:
@@ -244,9 +245,12 @@ def glue_table(name: str, df):
     """
     import pandas as pd
 
-    flat = df.reset_index() if not isinstance(df.index, pd.RangeIndex) else df
-    flat.columns = [" ".join(str(c) for c in col) if isinstance(col, tuple) else str(col) for col in flat.columns]
-    glue_md(name, flat.to_markdown(index=False))
+    def cell(v):  # a '|' inside a cell would end it
+        return v.replace("|", "\\|") if isinstance(v, str) else v
+
+    flat = df.reset_index() if not isinstance(df.index, pd.RangeIndex) else df.copy()
+    flat.columns = [cell(" ".join(str(c) for c in col) if isinstance(col, tuple) else str(col)) for col in flat.columns]
+    glue_md(name, flat.map(cell).to_markdown(index=False))
 
 
 def main_runs(P: Params, models=None, datasets=None, seed: int = 0):
@@ -265,8 +269,25 @@ def missing_text(P: Params, cfgs: dict):
 
 
 def sources(P: Params, runs: dict, cfgs: dict) -> str:
-    """Markdown list: what each panel or cell was computed from."""
-    return "\n".join(f"- {P.describe(runs[key], cfgs[key])}" for key in cfgs)
+    """Markdown, one sentence per run: what each panel or cell was computed from; the runs not
+    here in one sentence that says how to fill them."""
+    done = [P.describe(runs[key], cfgs[key]) for key in cfgs if runs[key] is not None]
+    missing = [cfgs[key] for key in cfgs if runs[key] is None]
+    text = ". ".join(done) + ("." if done else "")
+    if missing:
+        kinds = {"sgd": {"true": "main", "random": "random"}, "gd": {"true": "gd", "random": "gd"}}
+        gpu = [c for c in missing if P.how_to_fill(c).startswith("not run here (needs a GPU")]
+        cpu = [c for c in missing if c not in gpu]
+        text += f" Not run here: {'; '.join(c.label() for c in missing)}."
+        if gpu:
+            uniq = lambda xs: " ".join(dict.fromkeys(xs))  # noqa: E731
+            text += (f" They need a GPU: `python -m dnnknn grid --profile {P.profile} --datasets "
+                     f"{uniq(c.dataset for c in gpu)} --models {uniq(c.model for c in gpu)} --sections "
+                     f"{uniq(kinds[c.optimizer][c.labels] for c in gpu)}`, or the device check; then "
+                     f"`python -m dnnknn import`.")
+        if cpu:
+            text += " A CPU trains the others: `python -m dnnknn book --only paper/ -p train_missing true`."
+    return text.strip()
 
 
 def final_accuracy_table(runs: dict, split="test", k=30, metric="l1") -> "pd.DataFrame":

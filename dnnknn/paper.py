@@ -78,8 +78,9 @@ def side_by_side(quick: ex.Params, full: ex.Params) -> pd.DataFrame:
     profile as mean ± std over its seeds, with whether the paper's value lies within 2 std."""
     rows = []
 
-    def add(what, paper_text, paper, quantity, model, dataset, kind="main", digits=3):
+    def add(what, paper_text, paper, quantity, model, dataset, kind="main"):
         fn = QUANTITIES[quantity] if isinstance(quantity, str) else quantity
+        digits = 2 if "(%)" in what else 4
         runs = seed_runs(full, model, dataset, kind)
         vals = [fn(r) for r in runs]
         qruns = seed_runs(dataclasses.replace(quick, n_runs=1), model, _quick_dataset(dataset), kind)
@@ -91,14 +92,14 @@ def side_by_side(quick: ex.Params, full: ex.Params) -> pd.DataFrame:
                      "paper-profile runs": ", ".join(r.key for r in runs) or full.how_to_fill(
                          full.main_config(dataset, model) if kind == "main" else full.random_config(dataset, model))})
 
-    add("MLP-640, MNIST: |k-NN − DNN| test accuracy (%)", "4.44", 4.44, "|k-NN − DNN| (%)", "mlp640", "mnist", digits=2)
-    add("MLP-640, CIFAR-10: |k-NN − DNN| test accuracy (%)", "4.52", 4.52, "|k-NN − DNN| (%)", "mlp640", "cifar10", digits=2)
+    add("MLP-640, MNIST: |k-NN − DNN| test accuracy (%)", "4.44", 4.44, "|k-NN − DNN| (%)", "mlp640", "mnist")
+    add("MLP-640, CIFAR-10: |k-NN − DNN| test accuracy (%)", "4.52", 4.52, "|k-NN − DNN| (%)", "mlp640", "cifar10")
     add("MLP-640, MNIST: MC", "≈ 0.997", 0.997, "MC", "mlp640", "mnist")
     add("LeNet, MNIST: ME", "≈ 0.8", 0.8, "ME", "lenet", "mnist")
     add("Wide-ResNet, CIFAR-10: MC", "0.999", 0.999, "MC", "wrn", "cifar10")
     add("Wide-ResNet, CIFAR-10: ME", "0.965", 0.965, "ME", "wrn", "cifar10")
     for d, v in (("mnist", 0.9998), ("cifar10", 0.9971), ("cifar100", 0.981)):
-        add(f"Wide-ResNet, {name(d)}: P_SAME (test)", f"{v}", v, "P_SAME", "wrn", d, digits=4)
+        add(f"Wide-ResNet, {name(d)}: P_SAME (test)", f"{v}", v, "P_SAME", "wrn", d)
     for d, v in (("mnist", 100.0), ("cifar10", 100.0), ("cifar100", 99.972)):
         add(f"Wide-ResNet, {name(d)}, random labels: DNN training accuracy (%)", f"{v:g}", v,
             lambda r: 100 * _final(r, "train").dnn_acc, "wrn", d, kind="random")
@@ -120,7 +121,7 @@ def seed_summary(full: ex.Params, dataset: str = "mnist", models=("mlp640", "len
         for q, fn in QUANTITIES.items():
             vals = [fn(r) for r in runs]
             paper = stated.get((m, q))
-            rows.append({"model": name(m), "quantity": q, "ours (mean ± std)": ex.fmt_spread(vals, 3 if "%" not in q else 2),
+            rows.append({"model": name(m), "quantity": q, "ours (mean ± std)": ex.fmt_spread(vals, 4 if "%" not in q else 2),
                          "paper": "—" if paper is None else f"{paper:g}", "paper value within 2 std": within(paper, vals)})
     return pd.DataFrame(rows).set_index(["model", "quantity"])
 

@@ -36,7 +36,7 @@ def grid(rows, cols, panel, runs: dict, height=2.6, width=3.4, sharey=True, lege
             run = runs.get((r, c))
             if run is None:
                 import textwrap
-                text = missing(r, c) if missing else "not run here"
+                text = (missing(r, c) if missing else "not run here").replace("`", "")
                 ax.text(0.5, 0.5, textwrap.fill(text, 38), ha="center", va="center", transform=ax.transAxes,
                         color="dimgrey", fontsize=7, wrap=True)
                 ax.set_xticks([])
