@@ -60,9 +60,29 @@ def stage(data_dir: str | os.PathLike | None = None, small: bool = False, dest: 
         print(f"{call}: packed {dataset} from {src} into {pack} ({mb:.1f} MiB, {time.time() - t:.0f} s)")
         print(f"  carry:   {json.dumps([str(folder)])}")
         print(f"  command: {cmd}")
+    tree = _tree_bytes()
+    for call, c in calls.items():
+        total = (tree + Path(c["pack"]).stat().st_size) / 2**20
+        c["carry_MiB"] = round(total, 1)
+        print(f"{call}: the working tree ({tree / 2**20:.1f} MiB) and the pack make {total:.1f} MiB of the 64 MiB a call carries"
+              + ("" if total <= CARRY_MIB else "  <-- TOO BIG: the call would not start"))
     print("Give each call to the device tool in turn (while the machine is warm); then, here:\n"
           "  python -m dnnknn import <files_at>/records.tar.gz")
     return calls
+
+
+CARRY_MIB = 64
+
+
+def _tree_bytes() -> int:
+    """Bytes of what the device tool sends besides `carry`: tracked files and untracked files that
+    git does not ignore."""
+    try:
+        files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=30).stdout.split("\0")
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum((ROOT / f).stat().st_size for f in files if f and (ROOT / f).is_file())
 
 
 # -- the device side -------------------------------------------------------------------------------
