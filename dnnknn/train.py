@@ -76,6 +76,27 @@ def _step_generator(device, seed: int, salt: int, n: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + salt * 7_919 + n)
 
 
+class EpochOrder:
+    """The seeded batches of the training set: one permutation per epoch, drawn from (seed, epoch),
+    so that any step's batch is known without replaying the steps before it (exact resume).
+    `order(step)` gives the step's indices, or None when a batch is the whole set."""
+
+    def __init__(self, n: int, batch: int, seed: int, device):
+        self.n, self.batch, self.seed, self.device = n, min(batch or n, n), seed, device
+        self.per_epoch = max(1, n // self.batch)
+        self.epoch, self.perm = -1, None
+
+    def __call__(self, step: int) -> torch.Tensor | None:
+        if self.batch >= self.n:
+            return None
+        epoch = step // self.per_epoch
+        if epoch != self.epoch:
+            g = _step_generator("cpu", self.seed, 1, epoch)
+            self.perm, self.epoch = torch.randperm(self.n, generator=g).to(self.device), epoch
+        i = step % self.per_epoch
+        return self.perm[i * self.batch:(i + 1) * self.batch]
+
+
 def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
@@ -177,8 +198,6 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
     model = build_model(cfg.model, data.shape, data.num_classes, **kwargs).to(dev)
     fmt = torch.channels_last if dev.type == "cuda" and cfg.model != "mlp640" else torch.contiguous_format
     model = model.to(memory_format=fmt)  # channels-last helps convolutions on GPUs
-    if probe := [n for n in cfg.probe_layers if n not in model.layer_names]:
-        raise ConfigError(f"unknown layer {probe[0]!r} for {cfg.model}; it has {model.layer_names}")
     opt = make_optimizer(model, cfg)
     workdir.mkdir(parents=True, exist_ok=True)  # only once the settings are known to be good
     data = data.to(dev)
@@ -197,9 +216,7 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
                     "step": step, "wall": wall + time.time() - t0}, tmp)
         os.replace(tmp, ckpt_path)
 
-    batch = cfg.batch_size or n_train
-    per_epoch = max(1, n_train // batch)
-    perm_epoch, perm = -1, None
+    order = EpochOrder(n_train, cfg.batch_size, cfg.seed, dev)
     last_eval = _last_eval_text(rec)
     kill_at = int(os.environ.get("DNNKNN_KILL_AT_STEP", "-1"))  # test hook: die like a killed job
     t0 = last_ckpt = time.time()
@@ -225,15 +242,8 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
             if step == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
             # one training step
-            if batch >= n_train:
-                x, y = data.x_train, data.y_train
-            else:
-                epoch = step // per_epoch
-                if epoch != perm_epoch:
-                    g = _step_generator("cpu", cfg.seed, 1, epoch)
-                    perm, perm_epoch = torch.randperm(n_train, generator=g).to(dev), epoch
-                idx = perm[(step % per_epoch) * batch:(step % per_epoch + 1) * batch]
-                x, y = data.x_train[idx], data.y_train[idx]
+            idx = order(step)
+            x, y = (data.x_train, data.y_train) if idx is None else (data.x_train[idx], data.y_train[idx])
             if cfg.augment:
                 x = augment(x, data.flip, _step_generator(dev, cfg.seed, 2, step))
             x = x.contiguous(memory_format=fmt)
@@ -280,19 +290,18 @@ def train_module(model: torch.nn.Module, data: Dataset, steps: int, batch: int =
                  device: str = "auto", start: int = 0) -> list[float]:
     """Train any classifier (logits out) with Nesterov SGD on `data` for steps start..steps-1, with the
     same seeded data order and batch augmentation as `fit`, decay on conv / linear weights only;
-    returns the losses. For `dnnknn.probe`
-    on networks that are not dnnknn's (see the book's last chapter)."""
+    returns the losses. For `dnnknn.probe` on networks that are not dnnknn's (see the book's last
+    chapter)."""
     if not isinstance(steps, int) or steps < start:
         raise ConfigError(f"steps must be an integer >= start ({start}), got {steps!r}")
     dev = resolve_device(device)
     model.to(dev).train()
     opt = torch.optim.SGD(decay_groups(model, weight_decay), lr=lr, momentum=momentum, nesterov=momentum > 0)
-    n = len(data.y_train)
-    batch, per_epoch, losses = min(batch, n), max(1, n // min(batch, n)), []
+    order, losses = EpochOrder(len(data.y_train), batch, seed, "cpu"), []
     for step in range(start, steps):
-        perm = torch.randperm(n, generator=_step_generator("cpu", seed, 1, step // per_epoch))
-        idx = perm[(step % per_epoch) * batch:(step % per_epoch + 1) * batch]
-        x, y = data.x_train[idx].to(dev), data.y_train[idx].to(dev)
+        idx = order(step)
+        x, y = (data.x_train, data.y_train) if idx is None else (data.x_train[idx], data.y_train[idx])
+        x, y = x.to(dev), y.to(dev)
         if augment_batches:
             x = augment(x, data.flip, _step_generator(dev, seed, 2, step))
         loss = F.cross_entropy(model(x), y)
