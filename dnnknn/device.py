@@ -39,6 +39,7 @@ CALLS = {"mnist": "mnist", "cifar10-jpeg": "cifar10-jpeg"}  # call -> the datase
 # steps of batch 200 are 50 epochs, which is what fits one 10-minute call beside the true-label run.
 RANDOM_STEPS = 15_000
 OUT_FILES, OUT_BYTES = 8, 16 * 2**20  # what comes back from $OUT
+CARRY_MIB = 64  # what a call carries: the working tree and its `carry` paths
 
 
 def stage(data_dir: str | os.PathLike | None = None, small: bool = False, dest: str = STAGE) -> dict:
@@ -51,8 +52,7 @@ def stage(data_dir: str | os.PathLike | None = None, small: bool = False, dest: 
     for call, dataset in CALLS.items():
         folder = Path(dest) / call
         t = time.time()
-        pack = pack_dataset(dataset, src, ROOT / folder / f"{dataset}.npz" if not Path(dest).is_absolute()
-                            else folder / f"{dataset}.npz", limit=limit)
+        pack = pack_dataset(dataset, src, ROOT / folder / f"{dataset}.npz", limit=limit)  # dest may be absolute
         mb = pack.stat().st_size / 2**20
         cmd = (f"python3 -m dnnknn device-run --call {call} --data-dir {folder} --out $OUT"
                + (" --small --device cpu" if small else ""))
@@ -69,9 +69,6 @@ def stage(data_dir: str | os.PathLike | None = None, small: bool = False, dest: 
     print("Give each call to the device tool in turn (while the machine is warm); then, here:\n"
           "  python -m dnnknn import <files_at>/records.tar.gz")
     return calls
-
-
-CARRY_MIB = 64
 
 
 def _tree_bytes() -> int:
@@ -126,8 +123,7 @@ def _calibrate(cfg, data, dev) -> tuple[float, float]:
     from .models import build_model
     from .train import embed, make_optimizer
 
-    kw = {"depth": cfg.depth, "width": cfg.width} if cfg.model == "wrn" else {}
-    model = build_model(cfg.model, data.shape, data.num_classes, **kw).to(dev)
+    model = build_model(cfg.model, data.shape, data.num_classes, depth=cfg.depth, width=cfg.width).to(dev)
     opt = make_optimizer(model, cfg)
     b = min(cfg.batch_size or len(data.y_train), len(data.y_train))
     x, y = data.x_train[:b].to(dev), data.y_train[:b].to(dev)

@@ -161,7 +161,8 @@ def wrn(in_shape, num_classes: int, depth: int = 28, width: int = 10, slope: flo
 
 
 def build_model(name: str, in_shape, num_classes: int, **kwargs) -> ProbedNet:
-    """Build 'mlp640', 'lenet' or 'wrn' (kwargs: depth, width) for inputs (C, H, W)."""
+    """Build 'mlp640', 'lenet' or 'wrn' (kwargs: depth, width; None = the default) for inputs (C, H, W)."""
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
     builders = {"mlp640": mlp640, "lenet": lenet, "wrn": wrn}
     if name not in builders:
         raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
@@ -173,8 +174,7 @@ def build_model(name: str, in_shape, num_classes: int, **kwargs) -> ProbedNet:
 @functools.lru_cache(maxsize=None)
 def layer_names(name: str, depth: int | None = None, width: int | None = None) -> tuple[str, ...]:
     """The probe-able layer names of a model (they do not depend on the input's shape)."""
-    kw = {k: v for k, v in (("depth", depth), ("width", width)) if v is not None}
-    return tuple(build_model(name, (3, 32, 32), 10, **kw).layer_names)
+    return tuple(build_model(name, (3, 32, 32), 10, depth=depth, width=width).layer_names)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -175,7 +175,7 @@ def check_fits(cfg: RunConfig, n_train: int):
         raise ConfigError(f"k={k_max} is larger than the training set ({n_train} images); "
                           f"choose ks{' and probe_ks' if probe_ks else ''} <= {n_train}")
     from .models import layer_names
-    names = layer_names(cfg.model, cfg.depth, cfg.width) if cfg.model == "wrn" else layer_names(cfg.model)
+    names = layer_names(cfg.model, cfg.depth, cfg.width)
     if unknown := [n for n in cfg.probe_layers if n not in names]:
         raise ConfigError(f"unknown layer {unknown[0]!r} for {cfg.model}; it has {list(names)}")
     if cfg.pca_dims and max(cfg.pca_dims) > n_train:
@@ -194,8 +194,7 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
     ckpt_path = workdir / "ckpt.pt"
 
     torch.manual_seed(cfg.seed)
-    kwargs = {"depth": cfg.depth, "width": cfg.width} if cfg.model == "wrn" else {}
-    model = build_model(cfg.model, data.shape, data.num_classes, **kwargs).to(dev)
+    model = build_model(cfg.model, data.shape, data.num_classes, depth=cfg.depth, width=cfg.width).to(dev)
     fmt = torch.channels_last if dev.type == "cuda" and cfg.model != "mlp640" else torch.contiguous_format
     model = model.to(memory_format=fmt)  # channels-last helps convolutions on GPUs
     opt = make_optimizer(model, cfg)
