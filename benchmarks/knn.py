@@ -5,7 +5,9 @@
 
 Random unit vectors (like the L2-normalised embeddings). Prints each method's time, the ratios of
 dnnknn to faiss and to scikit-learn, dnnknn's time for k = 1, 5, 30, 100, 150, 1000 and both
-metrics together against its single L1 search, and the peak memory above the inputs. dnnknn and
+metrics (one search per metric; every k from it) against its L1 and L2 searches, and the peak
+memory above the inputs. Targets: L1 at least 4x faster than faiss's METRIC_L1, L2 no slower than
+faiss's IndexFlatL2. dnnknn and
 faiss L2 report the best of --repeat rounds (3), run in turn: this VM's speed drifts by 10-20%.
 On CUDA (when a GPU is present) it also prints queries per second for both metrics.
 """
@@ -81,9 +83,8 @@ def main(argv=None):
     y = rng.integers(0, 10, nr)
     print(f"# exact k-NN, {nq} queries x {nr} references x {a.dim} dims, k = {a.k}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    for metrics in ("l1", "l2", ("l1", "l2")):  # compile (or load) the kernels: both paths
-        search(q[:16], r[:64], 4, metrics)
-        search(q[:16], r[:min(nr, 9000)], 4, metrics)
+    for metric in ("l1", "l2"):  # compile (or load) the kernels
+        search(q[:16], r[:min(nr, 9000)], 4, metric)
 
     knn = KNNClassifier().fit(r, y)
     fast = {  # best of --repeat rounds, the methods interleaved so that drift hits them alike
@@ -134,14 +135,12 @@ def main(argv=None):
     def ratio(a_, b_, target):
         if a_ in t and b_ in t:
             print(f"| {a_} / {b_} | {t[a_] / t[b_]:.2f}x faster | {target} |")
-    ratio("faiss IndexFlat L1", "dnnknn L1", ">= 3")
+    ratio("faiss IndexFlat L1", "dnnknn L1", ">= 4")
     ratio("sklearn brute manhattan", "dnnknn L1", ">= 9")
     ratio("faiss IndexFlatL2", "dnnknn L2", ">= 1")
     ratio("sklearn brute euclidean", "dnnknn L2", "")
     print(f"| (k = {', '.join(map(str, KS))}; L1 and L2) / (L1 search + L2 search) | "
-          f"{t['dnnknn all k, L1+L2'] / (t['dnnknn L1'] + t['dnnknn L2']):.2f}x the time | (one pass) |")
-    print(f"| (k = {', '.join(map(str, KS))}; L1 and L2) / single L1 | "
-          f"{t['dnnknn all k, L1+L2'] / t['dnnknn L1']:.2f}x the time | < 1.3 |")
+          f"{t['dnnknn all k, L1+L2'] / (t['dnnknn L1'] + t['dnnknn L2']):.2f}x the time | ~1 (all k from each search) |")
     assert len(preds) == 2 * len(KS)
 
     if torch.cuda.is_available():

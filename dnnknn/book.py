@@ -9,6 +9,7 @@ papermill's record of its parameters plus the code version, device and wall time
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -23,17 +24,25 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 BOOK = ROOT / "book"
 
-# (source notebook, page in book/, parameters): the quick profile for every section, and the
-# paper profile (trained on this CPU only where it fits, else read from results/) for four.
-PAGES = [(f"{n}.ipynb", f"{n}.ipynb", {}) for n in (
-    "01_knn_during_training", "02_knn_across_layers", "03_dnn_as_knn_approximator",
-    "04_random_labels", "05_robustness_k_metric_pca", "06_generalization_error",
-    "07_full_batch_gd", "08_random_labels_mc_me")]
-PAGES += [(f"{n}.ipynb", f"paper/{n}.ipynb", {"profile": "paper", "train_missing": False}) for n in (
-    "01_knn_during_training", "02_knn_across_layers", "03_dnn_as_knn_approximator",
-    "06_generalization_error", "07_full_batch_gd")]
-PAGES += [("09_side_by_side.ipynb", "09_side_by_side.ipynb", {})]
-PAGES += [("10_probe_any_network.ipynb", "10_probe_any_network.ipynb", {})]
+
+
+def pages(toc: Path = BOOK / "_toc.yml") -> list[tuple[str, str, dict]]:
+    """(source notebook, page in book/, parameters) for each notebook chapter of the toc, in order:
+    chapter `x` is notebooks/x.ipynb with the quick profile; `paper/x` the same notebook with
+    the paper profile (trained here only where that fits a CPU, else read from results/)."""
+    import yaml
+
+    out = []
+    for part in yaml.safe_load(toc.read_text())["parts"]:
+        for ch in part["chapters"]:
+            page = Path(ch["file"])
+            if (NOTEBOOKS / f"{page.name}.ipynb").exists():
+                params = {"profile": "paper", "train_missing": False} if page.parent.name == "paper" else {}
+                out.append((f"{page.name}.ipynb", f"{page}.ipynb", params))
+    return out
+
+
+PAGES = pages()
 
 
 def _parse_value(text: str):
@@ -43,8 +52,9 @@ def _parse_value(text: str):
         return text
 
 
-def execute(source: str, page: str, parameters: dict, cwd: Path = ROOT, book: Path = BOOK) -> float:
-    """Run notebooks/<source> into <book>/<page> with papermill; returns the wall time."""
+def execute(source: str, page: str, parameters: dict, cwd: Path = ROOT, book: Path = BOOK) -> dict:
+    """Run notebooks/<source> into <book>/<page> with papermill; returns its times in seconds:
+    wall (the whole page) and cells (the sum of its cells' execution)."""
     import papermill as pm
 
     from .runs import code_version, device_name
@@ -52,7 +62,8 @@ def execute(source: str, page: str, parameters: dict, cwd: Path = ROOT, book: Pa
     src = NOTEBOOKS / source
     if not src.exists():
         raise ConfigError(f"no notebook {src}")
-    known = set(pm.inspect_notebook(str(src)))
+    from .profiles import Params
+    known = set(pm.inspect_notebook(str(src))) | {f.name for f in dataclasses.fields(Params)}
     unknown = sorted(set(parameters) - known)
     if unknown:
         raise ConfigError(f"unknown parameter {unknown[0]!r} for {source}; its parameters are {sorted(known)}")
@@ -69,14 +80,14 @@ def execute(source: str, page: str, parameters: dict, cwd: Path = ROOT, book: Pa
         if Path(page).parent != Path("."):  # a second copy of a chapter: its own labels and title
             _relabel(nb, suffix=f"-{Path(page).parent.name}",
                      title=f" ({parameters.get('profile', 'quick')} profile)")
-        dev = parameters.get("device", "auto")
-        import torch
-        dev = "cuda" if dev == "auto" and torch.cuda.is_available() else ("cpu" if dev == "auto" else dev)
+        from .train import resolve_device
+        dev = str(resolve_device(parameters.get("device", "auto")))
         nb["metadata"]["dnnknn"] = {"code_version": code_version(), "device": device_name(dev),
                                     "wall_time_s": round(wall, 1), "source": f"notebooks/{source}"}
         Path(tmp).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
         os.replace(tmp, out)
-        return wall
+        cells = sum(c["metadata"].get("papermill", {}).get("duration") or 0 for c in nb["cells"])
+        return {"wall": wall, "cells": cells}
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -115,12 +126,12 @@ def main(args) -> int:
     logging.basicConfig(level=logging.INFO, format="      %(message)s")
     for noisy in ("traitlets", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    pages = PAGES
+    todo = PAGES
     if args.only:
-        pages = [p for p in PAGES if any(p[1].startswith(o) or p[0].startswith(o) for o in args.only)]
+        todo = [p for p in PAGES if any(p[1].startswith(o) or p[0].startswith(o) for o in args.only)]
         if args.profile:
-            pages = [p for p in pages if p[2].get("profile", "quick") == args.profile]
-        if not pages:
+            todo = [p for p in todo if p[2].get("profile", "quick") == args.profile]
+        if not todo:
             raise ConfigError(f"no notebook matches {args.only}; pages: {[p[1] for p in PAGES]}")
     extra = {}
     for item in args.p or []:
@@ -129,17 +140,63 @@ def main(args) -> int:
         extra[item[0]] = _parse_value(item[1])
     if args.profile:
         extra["profile"] = args.profile
-    from .experiments import Params
-    for _, _, params in pages:  # a wrong parameter stops here, in one line, before any page runs
+    from .profiles import Params
+    for _, _, params in todo:  # a wrong parameter stops here, in one line, before any page runs
         Params.from_notebook(**{**params, **extra})
-    total = time.time()
+    total, times = time.time(), []
     if not args.no_execute:
-        for i, (src, page, params) in enumerate(pages, 1):
+        from .knn import warm_up
+        numba_s = warm_up()  # compiled once here (cached on disk), loaded by every page's kernel
+        print(f"numba kernels compiled or loaded from the disk cache in {numba_s:.0f} s", flush=True)
+        for i, (src, page, params) in enumerate(todo, 1):
             params = {**params, **extra}
-            print(f"[{i}/{len(pages)}] {page} {params or ''}", flush=True)
-            wall = execute(src, page, params)
-            print(f"      done in {wall:.0f} s", flush=True)
+            print(f"[{i}/{len(todo)}] {page} {params or ''}", flush=True)
+            before = _runs_made()
+            t = execute(src, page, params)
+            t["page"], t["train"], t["knn"] = page, *_train_eval_seconds(_runs_made() - before)
+            times.append(t)
+            print(f"      done in {t['wall']:.0f} s", flush=True)
     if not args.no_build:
+        t = time.time()
         index = build()
+        html_s = time.time() - t
+    if times:
+        print(timing_table(times, numba_s, html_s if not args.no_build else None))
+    if not args.no_build:
         print(f"book built in {time.time() - total:.0f} s: open {index}")
     return 0
+
+
+def _runs_made() -> set[Path]:
+    """The finished runs in the store the notebooks use (./runs, or $DNNKNN_RUNS)."""
+    root = Path(os.environ.get("DNNKNN_RUNS") or ROOT / "runs")
+    return {p for p in root.glob("*/meta.json")} if root.is_dir() else set()
+
+
+def _train_eval_seconds(metas) -> tuple[float, float]:
+    """(training, k-NN evaluation) seconds of the runs whose meta.json files are given."""
+    train = knn = 0.0
+    for m in metas:
+        meta = json.loads(m.read_text())
+        knn += meta.get("eval_time_s", 0.0)
+        train += meta["wall_time_s"] - meta.get("eval_time_s", 0.0)
+    return train, knn
+
+
+def timing_table(times: list[dict], numba_s: float, html_s: float | None) -> str:
+    """Where `make book`'s time went, per page: the kernel's start and papermill (the page's wall
+    time less its cells), training and k-NN evaluation of the runs it made, and the rest of its
+    cells (reading runs, figures, tables)."""
+    lines = ["", "| page | total (s) | kernel start + papermill | training | k-NN evaluation | other cells |",
+             "|---|---|---|---|---|---|"]
+    for t in times:
+        other = t["cells"] - t["train"] - t["knn"]
+        lines.append(f"| {t['page']} | {t['wall']:.0f} | {t['wall'] - t['cells']:.0f} | {t['train']:.0f} | "
+                     f"{t['knn']:.0f} | {other:.0f} |")
+    sums = {k: sum(t[k] for t in times) for k in ("wall", "cells", "train", "knn")}
+    lines.append(f"| all pages | {sums['wall']:.0f} | {sums['wall'] - sums['cells']:.0f} | {sums['train']:.0f} | "
+                 f"{sums['knn']:.0f} | {sums['cells'] - sums['train'] - sums['knn']:.0f} |")
+    lines.append(f"\nnumba kernels (before the pages): {numba_s:.0f} s")
+    if html_s is not None:
+        lines.append(f"HTML build (jupyter-book): {html_s:.0f} s")
+    return "\n".join(lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import OPTIMIZERS, WEIGHT_DECAY_RULES, RunConfig
+from .config import OPTIMIZERS, WEIGHT_DECAY_RULES, RunConfig, eval_schedule
 from .data import DATASETS
 from .errors import DnnKnnError
 from .knn import METRICS
@@ -33,7 +33,7 @@ def _train_parser(sub):
                    help="authors: rate^2 for LeNet/MLP-640, the rate for Wide-ResNet (the authors' code); "
                         "paper-text: the rate as stated; both on conv/fc weights only")
     p.add_argument("--no-augment", action="store_true", help="no padding/crop/flip augmentation")
-    p.add_argument("--eval-steps", type=int, nargs="*", help="steps to evaluate at (default 11, evenly spaced)")
+    p.add_argument("--eval-steps", type=int, nargs="*", help="steps to evaluate at (default: 0, every steps/10, the last)")
     p.add_argument("--eval-every", type=int, help="evaluate every N steps (and at 0 and the end)")
     p.add_argument("--k", type=int, nargs="+", default=[30], help="k values of the k-NN")
     p.add_argument("--metric", nargs="+", default=["l1"], choices=METRICS, help="k-NN distances")
@@ -60,10 +60,10 @@ def config_from_args(a) -> RunConfig:
     from .train import resolve_device
 
     eval_steps = tuple(a.eval_steps) if a.eval_steps else None
-    if a.eval_every:
+    if a.eval_every is not None:
         if a.eval_every <= 0:
             raise DnnKnnError(f"--eval-every must be positive, got {a.eval_every}")
-        eval_steps = tuple(sorted(set(range(0, a.steps, a.eval_every)) | {a.steps}))
+        eval_steps = eval_schedule(a.steps, a.eval_every)
     return RunConfig(
         dataset=a.dataset, model=a.model, steps=a.steps, labels=a.labels, label_seed=a.label_seed,
         depth=a.depth, width=a.width, optimizer=a.optimizer, batch_size=a.batch_size, lr=a.lr,
@@ -80,8 +80,7 @@ def summary(run) -> str:
     """The final evaluation as a small table: DNN and k-NN accuracy, MC, ME, P_SAME per split."""
     import pandas as pd
 
-    m = run.measures
-    last = m[(m.step == m.step.max()) & (m.layer == "embedding")]
+    last = run.last_step(layer="embedding")
     cols = ["split", "metric", "k", "pca", "dnn_acc", "knn_acc", "MC", "ME", "P_SAME"]
     with pd.option_context("display.width", 120, "display.float_format", "{:.4f}".format):
         return last[cols].to_string(index=False)
@@ -157,7 +156,7 @@ def main(argv=None) -> int:
             from .book import main as book_main
             return book_main(a)
         if a.command == "grid":
-            from .experiments import Params
+            from .profiles import Params
             from .grid import grid_configs, submit
 
             P = Params.from_notebook(profile=a.profile, datasets=a.datasets, models=a.models, steps=a.steps,

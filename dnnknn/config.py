@@ -40,7 +40,7 @@ class RunConfig:
     weight_decay: float | None = None  # the paper's rate; default per model and dataset, appendix A
     weight_decay_rule: str = "authors"  # how the rate becomes the L2 coefficient: see WEIGHT_DECAY_RULES
     augment: bool | None = None   # default True (sgd), False (gd)
-    eval_steps: tuple[int, ...] | None = None  # default: 11 evenly spaced steps, 0 and the last included
+    eval_steps: tuple[int, ...] | None = None  # default: eval_schedule(steps)
     ks: tuple[int, ...] = (30,)
     metrics: tuple[str, ...] = ("l1",)
     pca_dims: tuple[int, ...] = ()   # extra k-NN on PCA-reduced embeddings (appendix B: 64)
@@ -64,9 +64,7 @@ class RunConfig:
         if ms is None:  # CIFAR: epochs 60/120/160 of 200 = 30/60/80% of the steps; GD: 200, 300
             ms = (tuple(m for m in (200, 300) if m <= self.steps) if gd
                   else tuple(int(self.steps * f) for f in (0.3, 0.6, 0.8)))
-        ev = self.eval_steps
-        if ev is None:
-            ev = tuple(sorted({round(self.steps * i / 10) for i in range(11)}))
+        ev = self.eval_steps if self.eval_steps is not None else eval_schedule(self.steps)
         is_wrn = self.model == "wrn"
         return dataclasses.replace(
             self,
@@ -128,6 +126,13 @@ class RunConfig:
         arch = f"wrn-{r.depth}-{r.width}" if r.model == "wrn" else r.model
         extra = "" if r.labels == "true" else " random labels"
         return f"{arch} on {r.dataset}{extra}, {r.optimizer.upper()} {r.steps} steps, seed {r.seed}"
+
+
+def eval_schedule(steps: int, every: int | None = None) -> tuple[int, ...]:
+    """The steps to evaluate at: 0, every `every` steps, and the last. By default 10 intervals, or
+    20 from 10,000 steps on (the CIFAR runs' curves)."""
+    every = every or (steps // 20 if steps >= 10_000 else steps // 10)
+    return tuple(sorted(set(range(0, steps, max(1, every))) | {steps}))
 
 
 def paper_weight_decay(model: str, dataset: str) -> float:

@@ -85,7 +85,7 @@ def _tree_bytes() -> int:
 # -- the device side -------------------------------------------------------------------------------
 
 def _params(small: bool, device: str, data_dir: str, runs_dir: str):
-    from .experiments import Params
+    from .profiles import Params
 
     if small:
         return Params.from_notebook(profile="quick", steps=12, eval_every=6, random_steps=12,

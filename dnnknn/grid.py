@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from .config import RunConfig
-from .experiments import Params
+from .profiles import Params
+from . import __version__
 from .runs import RunStore
 
 
@@ -33,7 +34,7 @@ def grid_configs(P: Params, main: bool = True, random: bool = True, gd: bool = T
         cfgs.append(P.gd_config())
     seen, out = set(), []
     for c in cfgs:
-        key = RunStore().key(c)
+        key = c.key(__version__)
         if key not in seen:
             seen.add(key)
             out.append(c)

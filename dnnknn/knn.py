@@ -1,27 +1,21 @@
 """Exact brute-force k-NN on embeddings: L1 and L2, every k from one search, CPU and CUDA.
 
-Why this design
-- L1 has no matrix-multiply shortcut, and it is the paper's default metric. On CPU the distances
-  come from numba kernels (`knn_kernels.py`, written by `knn_codegen.py`) that hold a block of
-  8 queries x 2 references in vector registers and vectorise the sum over dimensions (AVX-512 or
-  AVX2, whatever the host has), sweeping tiles of 128 references that stay in cache; half of the
-  additions go through the FMA units so that the adders are not the only busy ones. numba is a
-  small, well-kept dependency with no compiler at install time, and it caches the compiled
-  kernels on disk (`benchmarks/knn.py`: about 8x faster than faiss's METRIC_L1 here). L2 is the
-  matrix-multiply form |q|^2 + |r|^2 - 2 q.r (one FMA per dimension, like faiss's IndexFlatL2
-  and scikit-learn) computed by the same kind of kernel; asked together, both metrics come from
-  one pass over the data.
-- The distance matrix is never written. Each query first gets a threshold from its distances to
-  ~3% of the references, sampled (an order statistic chosen so that, with high probability,
-  about 1.2-2 k references fall below it); the pass over all references keeps only the distances at
-  or below the threshold, and the k nearest are sorted out of those (`knn_select.py`). When
-  at least k were kept, the threshold bounds the k-th distance, so the result is exact; a query
-  that kept fewer (rare) is redone densely. Small reference sets go the dense way directly.
-- On CUDA, distances come from `torch.cdist(p=1)` and the matrix-multiply form, in query chunks
-  sized from the free GPU memory, and `torch.topk`.
-- Memory stays bounded: per block of queries, candidate lists of a few k entries; the dense way
-  works in query chunks. The neighbours at the largest k are sorted once by (distance, index);
-  every smaller k reads a prefix of that list.
+How a search goes: queries in chunks; each chunk's distances to every reference are written into
+one reused (chunk, references) buffer of at most 256 MB, and the k nearest of each row are
+selected and sorted by (distance, index). On CPU:
+- L1 (the paper's default; no matrix-multiply shortcut): the numba kernel `l1_distances`
+  (`knn_kernels.py`), register-blocked and vectorised over dimensions, about 5x faster than
+  faiss's METRIC_L1 (`benchmarks/knn.py`).
+- L2 (Table 1 only): the matrix form |q|^2 + |r|^2 - 2 q.r through BLAS (one `np.matmul` of
+  [q, 1] and [-2 r, |r|^2]), like faiss's IndexFlatL2 and scikit-learn.
+- Selection: `select_dense` (numba): a threshold from a strided sample of the row keeps ~1.25 k
+  candidates in one branch-free pass, and a stable radix sort orders them.
+On CUDA: `torch.cdist(p=1)` / the matrix form, in query chunks sized from free GPU memory, and
+`torch.topk`. The neighbours at the largest k are sorted once; every smaller k reads a prefix.
+
+Adding a metric: one with a matrix form (cosine, inner product) is a branch in `_distances` (and
+in `_pairwise_torch`) that turns the Gram matrix into distances; one without is a copy of the L1
+kernel with its one line `abs(x - r)` changed. Then add its name to METRICS.
 
 Exactness: distances are computed in float32, neighbours sorted by distance with ties broken by
 the lower reference index. The predictions equal scikit-learn's brute-force
@@ -39,93 +33,59 @@ therefore the default everywhere.
 """
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 import torch
 
-from . import knn_kernels
 from .errors import ConfigError
-from .knn_select import select_dense, vote_kernel
+from .knn_kernels import l1_distances, select_dense, vote_kernel
 
 METRICS = ("l1", "l2")
+_BUFFER = 256 * 2**20  # bytes of distances per chunk of queries
 
 
-def _host_isa() -> str:
-    """'avx512' when the CPU has AVX-512 (32 vector registers: bigger register blocks), else 'avx2'."""
-    try:
-        import llvmlite.binding as ll
-        return "avx512" if ll.get_host_cpu_features().get("avx512f", False) else "avx2"
-    except Exception:  # noqa: BLE001 - unknown host: the smaller blocks are safe everywhere
-        return "avx2"
+def _prepare(metric: str, x: np.ndarray, side: str) -> np.ndarray:
+    """Points as `_distances` reads them: as they are (l1); for l2 the references as
+    [-2 r, |r|^2, 1] and the queries as [q, 1, |q|^2], so that one GEMM gives |q - r|^2."""
+    if metric == "l1":
+        return x
+    sq, one = np.einsum("ij,ij->i", x, x)[:, None], np.ones((len(x), 1), np.float32)
+    return np.hstack([-2 * x, sq, one] if side == "refs" else [x, one, sq])
 
 
-_ISA = _host_isa()
-_SAMPLE = 1024  # at least this many sampled references set each query's threshold
-_EMPTY = np.empty(0, np.float32)
+def _distances(metric: str, q: np.ndarray, ref: np.ndarray, out: np.ndarray):
+    """out (n, m) = distances of the prepared queries to the prepared references (squared for
+    l2, and may round a hair below 0: `_finish` clamps)."""
+    if metric == "l1":
+        # blocks of queries: at least two per thread, at most 512 (each block streams r once)
+        nb = min(512, max(8, -(-len(q) // (2 * numba.get_num_threads()))))
+        l1_distances(q, ref, out, nb, np.float32(-1.0))
+    else:
+        np.matmul(q, ref.T, out=out)  # numpy's BLAS: ~10% faster than torch.mm here
 
 
-def _blocks(n: int) -> int:
-    """Queries per parallel block: up to 512 (fewer passes over the references), but at least
-    two blocks per thread."""
-    per = -(-n // (2 * numba.get_num_threads()))
-    return int(min(512, max(8, -(-per // 8) * 8)))
+def _finish(metric: str, vals: np.ndarray):
+    if metric == "l2":
+        np.maximum(vals, 0, out=vals)
 
 
 def _search_cpu(q: np.ndarray, r: np.ndarray, kk: int, metrics: tuple[str, ...],
                 chunk: int | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{metric: (values (n, kk) float32 - squared for l2 - , indices (n, kk) int64)}."""
-    tag = "".join(metrics)
     n, m = len(q), len(r)
-    with_l2 = "l2" in metrics
-    qsq = np.einsum("ij,ij->i", q, q) if with_l2 else _EMPTY
-    rsq = np.einsum("ij,ij->i", r, r) if with_l2 else _EMPTY
-    vals = np.empty((len(metrics), n, kk), np.float32)
-    idxs = np.empty((len(metrics), n, kk), np.int64)
-    if n and m >= 8 * _SAMPLE and kk <= m // 16:
-        # ~3% of the references (1,024 to 8,192) set the thresholds: the rank-th smallest sampled
-        # distance, 3 standard deviations above the expected rank of the kk-th, keeps ~1.2-2 kk
-        ns = min(8192, max(_SAMPLE, m // 32))
-        sample = np.sort(np.random.default_rng(0).choice(m, ns, replace=False))
-        rs = np.ascontiguousarray(r[sample])
-        rssq = rsq[sample] if with_l2 else _EMPTY
-        lam = kk * ns / m  # expected sampled references among the kk nearest
-        rank = min(ns - 1, math.ceil(lam + 3 * math.sqrt(lam) + 3))
-        cap = int(3 * (rank + 1) * m / ns) + 512  # 3x the expected count
-        sparse = (rank + 1) / ns < 0.02  # expected candidates < 2% of the references
-        bad = np.zeros(n, np.bool_)
-        step = chunk or n
+    step = chunk or max(8, _BUFFER // (4 * m))
+    out = {}
+    for metric in metrics:
+        ref, qp = _prepare(metric, r, "refs"), _prepare(metric, q, "queries")
+        vals, idxs = np.empty((n, kk), np.float32), np.empty((n, kk), np.int64)
+        buf = np.empty((min(n, step), m), np.float32)  # reused: fresh pages cost page faults
         for s in range(0, n, step):
             e = min(n, s + step)
-            nb = _blocks(e - s)
-            whole = step >= n  # else a chunk: the kernel wants contiguous outputs
-            v = vals if whole else np.empty((len(metrics), e - s, kk), np.float32)
-            i = idxs if whole else np.empty((len(metrics), e - s, kk), np.int64)
-            workers = min(-(-(e - s) // nb), numba.get_num_threads())
-            kernel = getattr(knn_kernels, f"search_{tag}_{_ISA}")
-            kernel(q[s:e], qsq[s:e] if with_l2 else _EMPTY, r, rsq, rs, rssq, rank, kk, cap, sparse,
-                   nb, workers, v, i, bad[s:e], knn_kernels.C)
-            if not whole:
-                vals[:, s:e], idxs[:, s:e] = v, i
-        redo = np.flatnonzero(bad)
-    else:
-        redo = np.arange(n)
-    if len(redo):  # dense: every distance, in chunks of bounded memory
-        step = chunk or max(8, (256 * 2**20) // (4 * m * len(metrics)))
-        out = v = i = None
-        for s in range(0, len(redo), step):
-            rows = redo[s:s + step]
-            if out is None or out.shape[1] != len(rows):  # reused: fresh pages cost page faults
-                out = np.empty((len(metrics), len(rows), m), np.float32)
-                v, i = np.empty((len(rows), kk), np.float32), np.empty((len(rows), kk), np.int64)
-            kernel = getattr(knn_kernels, f"dense_{tag}_{_ISA}")
-            kernel(np.ascontiguousarray(q[rows]), qsq[rows] if with_l2 else _EMPTY, r, rsq, out,
-                   _blocks(len(rows)), knn_kernels.C)
-            for x in range(len(metrics)):
-                select_dense(out[x], kk, v, i)
-                vals[x, rows], idxs[x, rows] = v, i
-    return {mt: (vals[x], idxs[x]) for x, mt in enumerate(metrics)}
+            _distances(metric, qp[s:e], ref, buf[:e - s])
+            select_dense(buf[:e - s], kk, vals[s:e], idxs[s:e])
+        _finish(metric, vals)
+        out[metric] = (vals, idxs)
+    return out
 
 
 def _pairwise_torch(q: torch.Tensor, r: torch.Tensor, metrics: tuple[str, ...]) -> dict:
@@ -170,6 +130,14 @@ def _as_float_tensor(x, name: str) -> torch.Tensor:
     return x.float()
 
 
+def check_k(k: int, n_refs: int, exclude_self: bool = False, what: str = "k"):
+    """k against the training (reference) set's size, before any work."""
+    m = n_refs - (1 if exclude_self else 0)
+    if k > m:
+        raise ConfigError(f"k={k} is larger than the training set ({m} points"
+                          f"{' besides the query itself' if exclude_self else ''}); choose {what} <= {m}")
+
+
 def search(queries, refs, k: int, metrics=("l1",), exclude_self: bool = False,
            chunk: int | None = None, device=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Exact k nearest references of each query, for each metric in one pass.
@@ -184,12 +152,9 @@ def search(queries, refs, k: int, metrics=("l1",), exclude_self: bool = False,
         raise ConfigError(f"queries have {q.shape[1]} features but refs have {r.shape[1]}")
     if exclude_self and len(q) != len(r):
         raise ConfigError("exclude_self=True needs the queries to be the reference set itself")
-    m = len(r) - (1 if exclude_self else 0)
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise ConfigError(f"k must be a positive integer, got {k!r}")
-    if k > m:
-        raise ConfigError(f"k={k} is larger than the {m} available reference points; "
-                          f"choose k <= {m}")
+    check_k(k, len(r), exclude_self)
     dev = torch.device(device) if device is not None else q.device
     kk = k + 1 if exclude_self else k
     if chunk is not None and (not isinstance(chunk, (int, np.integer)) or chunk < 1):
@@ -263,6 +228,25 @@ def vote_neighbors(idx, ref_labels, ks, num_classes: int) -> dict[int, np.ndarra
     return dict(zip(ks, out))
 
 
+def predict_spaces(train_feat, train_y, query_feat, num_classes: int, ks, metrics, pca_dims=(),
+                   exclude_self: bool = False, device=None) -> dict:
+    """{(metric, k, pca): predictions} for every k and metric, on the features as they are (pca 0)
+    and after PCA to each of pca_dims fitted on train_feat (dims beyond the features skipped):
+    one search per metric and space."""
+    spaces = [(0, train_feat, query_feat)]
+    for p in pca_dims:
+        if p <= train_feat.shape[1]:
+            pca = PCA(p).fit(train_feat)
+            spaces.append((p, pca.transform(train_feat), pca.transform(query_feat)))
+    out = {}
+    for p, ref, qry in spaces:
+        res = search(qry, ref, max(ks), metrics, exclude_self=exclude_self, device=device)
+        for metric, (_, idx) in res.items():
+            for k, pred in vote_neighbors(idx, train_y, ks, num_classes).items():
+                out[(metric, k, p)] = pred
+    return out
+
+
 class PCA:
     """PCA fitted on the reference (training) embeddings, in float64 (appendix B: 64 dims)."""
 
@@ -278,9 +262,8 @@ class PCA:
                               f"samples and features, got shape {tuple(x.shape)}")
         self.mean_ = x.mean(0)
         xc = x - self.mean_
-        evals, evecs = torch.linalg.eigh(xc.T @ xc)  # ascending
+        _, evecs = torch.linalg.eigh(xc.T @ xc)  # ascending
         self.components_ = evecs[:, -self.n_components:].flip(1)  # (d, p), largest first
-        self.explained_variance_ = evals[-self.n_components:].flip(0) / max(1, len(x) - 1)
         return self
 
     def transform(self, x) -> np.ndarray:
@@ -339,4 +322,13 @@ class KNNClassifier:
         return self.predict_many(x, (self.k,), (self.metric,), exclude_self)[(self.metric, self.k)]
 
 
-__all__ = ["search", "vote", "vote_neighbors", "PCA", "KNNClassifier", "METRICS"]
+def warm_up() -> float:
+    """Compile the CPU kernels (or load them from numba's on-disk cache); returns the seconds."""
+    import time
+    t = time.perf_counter()
+    x = np.random.default_rng(0).standard_normal((40, 8)).astype(np.float32)
+    KNNClassifier(k=3).fit(x, np.arange(40) % 3).predict_many(x[:5], ks=(1, 3), metrics=METRICS)
+    return time.perf_counter() - t
+
+
+__all__ = ["search", "vote", "vote_neighbors", "predict_spaces", "check_k", "PCA", "KNNClassifier", "METRICS"]

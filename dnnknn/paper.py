@@ -9,12 +9,12 @@ import dataclasses
 
 import pandas as pd
 
-from . import experiments as ex
-from .metrics import generalization_error
+from . import report
 from .plots import name
+from .profiles import Params, seed_runs
 
-TABLE1_ROWS = ["1", "1 + PCA", "5", "5 + PCA", "30", "30 + PCA", "150", "150 + PCA", "1000", "1000 + PCA"]
-TABLE1 = {  # appendix B, Table 1: mean test accuracy (%) over 10 runs, Wide-ResNet-28-10
+TABLE1 = {  # appendix B, Table 1: mean test accuracy (%) over 10 runs, Wide-ResNet-28-10; rows as
+    # report.robustness_table's: k = 1, 1 + PCA, 5, 5 + PCA, 30, 30 + PCA, 150, 150 + PCA, 1000, 1000 + PCA
     ("cifar10", "l1"): [95.24, 95.25, 95.26, 95.23, 95.25, 95.20, 95.25, 95.20, 95.24, 95.19],
     ("cifar10", "l2"): [95.23, 95.24, 95.25, 95.24, 95.23, 95.22, 95.21, 95.21, 95.22, 95.22],
     ("cifar100", "l1"): [78.91, 78.87, 79.00, 78.96, 78.97, 78.97, 78.97, 78.96, 76.58, 71.38],
@@ -26,27 +26,15 @@ TABLE2 = {  # appendix C, Table 2: generalisation error (%), (DNN, k-NN)
     ("lenet", "mnist"): (0.3, 0.2), ("lenet", "cifar10"): (6.8, 7.9), ("lenet", "cifar100"): (39.1, 39.7),
     ("mlp640", "mnist"): (0.8, 0.4), ("mlp640", "cifar10"): (5.0, 4.9), ("mlp640", "cifar100"): (2.6, 5.3),
 }
-NOT_RUN = "not run here"
 
 
 def _quick_dataset(dataset: str) -> str | None:
     return "mnist5k" if dataset == "mnist" else None  # no CIFAR offline
 
 
-def seed_runs(P: ex.Params, model: str, dataset: str | None, kind: str = "main") -> list:
-    """The runs of (model, dataset) over seeds 0 .. P.n_runs - 1 that the store holds (or that the
-    profile trains now); random-label runs use seed 0 only."""
-    if dataset is None:
-        return []
-    seeds = range(P.n_runs) if kind == "main" else range(1)
-    cfgs = [P.main_config(dataset, model, s) if kind == "main" else P.random_config(dataset, model, s)
-            for s in seeds]
-    return [r for r in (P.get(c) for c in cfgs) if r is not None]
-
-
 def within(paper: float | None, values, width: float = 2.0) -> str:
     """Whether the paper's value lies within mean ± 2 std of ours: 'yes', 'no', or why not known."""
-    mean, std, n = ex.spread(values)
+    mean, std, n = report.spread(values)
     if paper is None or n == 0:
         return "—"
     if n < 2:
@@ -68,12 +56,12 @@ QUANTITIES = {
     "MC": lambda r: _final(r).MC,
     "ME": lambda r: _final(r).ME,
     "P_SAME": lambda r: _final(r).P_SAME,
-    "DNN generalisation gap (%)": lambda r: 100 * generalization_error(_final(r, "train").dnn_acc, _final(r).dnn_acc),
-    "k-NN generalisation gap (%)": lambda r: 100 * generalization_error(_final(r, "train").knn_acc, _final(r).knn_acc),
+    "DNN generalisation gap (%)": lambda r: report.generalization_gaps(r)[0],
+    "k-NN generalisation gap (%)": lambda r: report.generalization_gaps(r)[1],
 }
 
 
-def side_by_side(quick: ex.Params, full: ex.Params) -> pd.DataFrame:
+def side_by_side(quick: Params, full: Params) -> pd.DataFrame:
     """The numbers in the paper's text (sections 4.1, 4.3, 4.4), ours beside them: the paper
     profile as mean ± std over its seeds, with whether the paper's value lies within 2 std."""
     rows = []
@@ -85,9 +73,9 @@ def side_by_side(quick: ex.Params, full: ex.Params) -> pd.DataFrame:
         vals = [fn(r) for r in runs]
         qruns = seed_runs(dataclasses.replace(quick, n_runs=1), model, _quick_dataset(dataset), kind)
         rows.append({"quantity": what, "paper": paper_text,
-                     "paper profile (mean ± std over seeds)": ex.fmt_spread(vals, digits),
+                     "paper profile (mean ± std over seeds)": report.fmt_spread(vals, digits),
                      "paper value within 2 std": within(paper, vals),
-                     "quick profile (1 run)": ex.fmt_spread([fn(r) for r in qruns], digits)
+                     "quick profile (1 run)": report.fmt_spread([fn(r) for r in qruns], digits)
                      if _quick_dataset(dataset) else "no such data offline",
                      "paper-profile runs": ", ".join(r.key for r in runs) or full.how_to_fill(
                          full.main_config(dataset, model) if kind == "main" else full.random_config(dataset, model))})
@@ -108,7 +96,7 @@ def side_by_side(quick: ex.Params, full: ex.Params) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("quantity")
 
 
-def seed_summary(full: ex.Params, dataset: str = "mnist", models=("mlp640", "lenet")) -> pd.DataFrame:
+def seed_summary(full: Params, dataset: str = "mnist", models=("mlp640", "lenet")) -> pd.DataFrame:
     """Every measure at the end of training (k = 30, L1), mean ± std over the paper profile's
     seeds, with the paper's value where it states one."""
     stated = {("mlp640", "|k-NN − DNN| (%)"): 4.44, ("mlp640", "MC"): 0.997, ("lenet", "ME"): 0.8}
@@ -121,35 +109,36 @@ def seed_summary(full: ex.Params, dataset: str = "mnist", models=("mlp640", "len
         for q, fn in QUANTITIES.items():
             vals = [fn(r) for r in runs]
             paper = stated.get((m, q))
-            rows.append({"model": name(m), "quantity": q, "ours (mean ± std)": ex.fmt_spread(vals, 4 if "%" not in q else 2),
+            rows.append({"model": name(m), "quantity": q, "ours (mean ± std)": report.fmt_spread(vals, 4 if "%" not in q else 2),
                          "paper": "—" if paper is None else f"{paper:g}", "paper value within 2 std": within(paper, vals)})
     return pd.DataFrame(rows).set_index(["model", "quantity"])
 
 
-def table2_side_by_side(quick: ex.Params, full: ex.Params) -> pd.DataFrame:
+def table2_side_by_side(quick: Params, full: Params) -> pd.DataFrame:
     """Table 2 (generalisation gap, %): the paper's (DNN, k-NN) beside ours, mean ± std over seeds."""
+    quick1 = dataclasses.replace(quick, n_runs=1)
+    ours = report.generalization_table({key: seed_runs(full, *key) for key in TABLE2})
+    fast = report.generalization_table({key: seed_runs(quick1, key[0], _quick_dataset(key[1])) for key in TABLE2})
     rows = []
-    for (model, dataset), (p_dnn, p_knn) in TABLE2.items():
+    for (model, dataset), (p_dnn, p_knn), (_, o), (_, q) in zip(TABLE2, TABLE2.values(), ours.iterrows(),
+                                                               fast.iterrows()):
         runs = seed_runs(full, model, dataset)
-        qruns = seed_runs(dataclasses.replace(quick, n_runs=1), model, _quick_dataset(dataset))
         row = {"model": name(model), "dataset": name(dataset)}
-        for who, paper, q in (("DNN", p_dnn, "DNN generalisation gap (%)"), ("k-NN", p_knn, "k-NN generalisation gap (%)")):
-            vals = [QUANTITIES[q](r) for r in runs]
+        for who, paper, i in (("DNN", p_dnn, 0), ("k-NN", p_knn, 1)):
             row[f"paper {who}"] = paper
-            row[f"ours {who}"] = ex.fmt_spread(vals) if runs else NOT_RUN
-            row[f"{who}: paper within 2 std"] = within(paper, vals)
-            row[f"quick profile {who}"] = (ex.fmt_spread([QUANTITIES[q](r) for r in qruns])
-                                           if _quick_dataset(dataset) else "no such data offline")
+            row[f"ours {who}"] = o[who]
+            row[f"{who}: paper within 2 std"] = within(paper, [report.generalization_gaps(r)[i] for r in runs])
+            row[f"quick profile {who}"] = q[who] if _quick_dataset(dataset) else "no such data offline"
         rows.append(row)
     return pd.DataFrame(rows).set_index(["model", "dataset"])
 
 
-def table1_side_by_side(full: ex.Params) -> pd.DataFrame:
+def table1_side_by_side(full: Params) -> pd.DataFrame:
     runs = {(d, s): full.get(full.main_config(d, "wrn", s)) for d in ("cifar10", "cifar100")
             for s in range(full.n_runs)}
-    ours = ex.robustness_table(runs)
+    ours = report.robustness_table(runs)
     out = {}
     for (d, metric), values in TABLE1.items():
         out[(name(d), metric.upper(), "paper")] = values + [TABLE1_DNN[d]]
         out[(name(d), metric.upper(), "ours")] = list(ours[(name(d), metric.upper())])
-    return pd.DataFrame(out, index=pd.Index(TABLE1_ROWS + ["DNN accuracy"], name="k"))
+    return pd.DataFrame(out, index=ours.index)

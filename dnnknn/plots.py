@@ -9,6 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
+from .profiles import NOT_RUN
+
 DNN, KNN, MC, ME = "black", "tab:red", "tab:blue", "tab:red"
 LAYER_K_COLOURS = {1: "tab:blue", 5: "tab:orange", 30: "tab:red", 100: "tab:green"}
 NAMES = {"mlp640": "MLP-640", "lenet": "LeNet", "wrn": "Wide-ResNet", "mnist": "MNIST",
@@ -24,10 +26,14 @@ def name(x: str) -> str:
     return NAMES.get(x, x.replace("imagefolder:", ""))
 
 
-def grid(rows, cols, panel, runs: dict, height=2.6, width=3.4, sharey=True, legend=True, missing=None):
-    """Call panel(ax, run, row, col) for each cell; a cell without a run says so, and with
-    `missing(row, col)` (e.g. `experiments.missing_text`) what would fill it."""
+def grid(rows, cols, panel, runs: dict, height=2.6, width=None, sharey=True, legend=True, missing=None,
+         title=None):
+    """Call panel(ax, run, row, col) for each cell (rows: models, columns: datasets, as in the paper);
+    a cell without a run says so, and with `missing(row, col)` (e.g. `report.missing_text`) what
+    would fill it. width: of a panel, by default such that the figure fills the book's width (7 in)
+    with at most 3.4 in per panel; title(row, col): a panel's title (default "column — row")."""
     theme()
+    width = width or max(2.3, 7.0 / len(cols))
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(width * len(cols), height * len(rows)),
                              squeeze=False, sharey=sharey)
     for i, r in enumerate(rows):
@@ -36,13 +42,14 @@ def grid(rows, cols, panel, runs: dict, height=2.6, width=3.4, sharey=True, lege
             run = runs.get((r, c))
             if run is None:
                 import textwrap
-                text = (missing(r, c) if missing else "not run here").replace("`", "")
+                text = (missing(r, c) if missing else NOT_RUN).replace("`", "")
                 ax.text(0.5, 0.5, textwrap.fill(text, 38), ha="center", va="center", transform=ax.transAxes,
                         color="dimgrey", fontsize=7, wrap=True)
                 ax.set_xticks([])
             else:
                 panel(ax, run, r, c)
-            ax.set_title(f"{name(c)} — {name(r)}" if isinstance(r, str) else name(c), fontsize=10)
+            ax.set_title(title(r, c) if title else f"{name(c)} — {name(r)}" if isinstance(r, str) else name(c),
+                         fontsize=10)
     if legend:
         handles, labels = [], []
         for ax in axes.flat:
@@ -94,8 +101,7 @@ def p_same_panel(splits=("test",), k=30, metric="l1"):
 
 def layers_panel(ks=(1, 5, 30, 100), metric="l1"):
     def panel(ax, run, *_):
-        m = run.measures
-        last = m[(m.step == m.step.max()) & (m.split == "test") & (m.metric == metric) & (m.pca == 0)]
+        last = run.last_step(split="test", metric=metric, pca=0)
         order = [layer for layer in run.config.probe_layers if layer in set(last.layer)]
         x = np.arange(len(order))
         for k in ks:

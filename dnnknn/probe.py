@@ -145,8 +145,7 @@ def probe(model: torch.nn.Module, train, test, layer="embedding", k=30, metric="
             test = (ds.x_test, ds.y_test)
     x_tr, y_tr = _as_tensors(train, "train")
     x_te, y_te = _as_tensors(test, "test")
-    if max(ks) > len(y_tr):
-        raise ConfigError(f"k={max(ks)} is larger than the training set ({len(y_tr)} samples); choose k <= {len(y_tr)}")
+    knnlib.check_k(max(ks), len(y_tr))
     device = torch.device(device) if device is not None else next(model.parameters(), torch.empty(0)).device
     modules = {n: mods[n] for n in layers}
     f_tr, _ = _features(model, x_tr, modules, batch, device, normalize)
@@ -160,10 +159,9 @@ def probe(model: torch.nn.Module, train, test, layer="embedding", k=30, metric="
     labels = y_te.numpy()
     rows, preds = [], {"dnn": dnn}
     for name in layers:
-        res = knnlib.search(f_te[name], f_tr[name], max(ks), tuple(metrics))
-        for mt, (_, idx) in res.items():
-            for kk, pred in knnlib.vote_neighbors(idx, y_tr.numpy(), ks, num_classes).items():
-                preds[(name, mt, kk)] = pred
-                rows.append({"layer": name, "metric": mt, "k": kk, **agreement(pred, dnn, labels)})
+        got = knnlib.predict_spaces(f_tr[name], y_tr.numpy(), f_te[name], num_classes, ks, tuple(metrics))
+        for (mt, kk, _), pred in got.items():
+            preds[(name, mt, kk)] = pred
+            rows.append({"layer": name, "metric": mt, "k": kk, **agreement(pred, dnn, labels)})
     table = pd.DataFrame(rows).set_index(["layer", "metric", "k"])
     return ProbeReport(table, preds, labels)

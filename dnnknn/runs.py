@@ -143,7 +143,16 @@ class Run:
         return t
 
     def final(self, **kw) -> pd.Series:
+        """The last evaluation's row of `table(**kw)`."""
         return self.table(**kw).iloc[-1]
+
+    def last_step(self, **equal) -> pd.DataFrame:
+        """Every measure of the last evaluation, filtered by column values (split="test", ...)."""
+        m = self.measures
+        sel = m.step == m.step.max()
+        for col, v in equal.items():
+            sel &= m[col] == v
+        return m[sel]
 
     def __repr__(self):
         return f"Run({self.config.label()!r}, key={self.key!r})"
@@ -212,7 +221,7 @@ class RunStore:
             raise
         meta = {"key": key, "label": rcfg.label(), "code_version": code_version(),
                 "library_version": __version__, "device": dev.type, "device_name": device_name(str(dev)),
-                "wall_time_s": round(rec.wall, 2), "started": started,
+                "wall_time_s": round(rec.wall, 2), "eval_time_s": round(rec.eval_wall, 2), "started": started,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "dataset_repr": repr(data),
                 "torch": __import__("torch").__version__}
         path = self._write(key, rcfg, meta, rec.rows, rec.losses, rec.arrays)

@@ -36,6 +36,7 @@ class Records:
     losses: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, lr)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # predictions and labels
     wall: float = 0.0  # seconds of training and evaluation, over all resumed sessions
+    eval_wall: float = 0.0  # ...of which evaluation (embedding and k-NN)
 
 
 def lr_at(cfg: RunConfig, step: int) -> float:
@@ -117,25 +118,10 @@ def embed(model, x: torch.Tensor, layers=("embedding",), batch: int = 1000,
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
-def _knn_all(cfg, train_feat, train_y, query_feat, num_classes, exclude_self, embedding=True):
-    """{(metric, k, pca): predictions} for every k and metric (pca 0 = none); on a probed layer
-    other than the embedding, for cfg.probe_ks and the first metric only."""
-    out = {}
-    spaces = [(0, train_feat, query_feat)]
-    ks, metrics = (cfg.ks, cfg.metrics) if embedding else (cfg.probe_ks, cfg.metrics[:1])
-    if embedding:
-        for p in cfg.pca_dims:
-            if p > train_feat.shape[1]:
-                continue
-            pca = knnlib.PCA(p).fit(train_feat)
-            spaces.append((p, pca.transform(train_feat), pca.transform(query_feat)))
-    dev = cfg.device
-    for p, ref, qry in spaces:
-        res = knnlib.search(qry, ref, max(ks), metrics, exclude_self=exclude_self, device=dev)
-        for metric, (_, idx) in res.items():
-            for k, pred in knnlib.vote_neighbors(idx, train_y, ks, num_classes).items():
-                out[(metric, k, p)] = pred
-    return out
+def pred_key(step: int, split: str, layer: str | None = None, metric=None, k=None, pca=0) -> str:
+    """The name of a prediction array in predictions.npz: the DNN's ("<step>/<split>/dnn") when
+    layer is None, else the k-NN's on that layer. The true labels are "labels/<split>"."""
+    return f"{step}/{split}/dnn" if layer is None else f"{step}/{split}/{layer}/{metric}/{k}/{pca}"
 
 
 def evaluate(model, data: Dataset, cfg: RunConfig, step: int, rec: Records, layers=("embedding",)):
@@ -153,15 +139,17 @@ def evaluate(model, data: Dataset, cfg: RunConfig, step: int, rec: Records, laye
                 f"{cfg.label()} (lr {lr_at(cfg, max(step - 1, 0)):g}); lower the learning rate (--lr)")
     for split in ("test", "train") if on_train else ("test",):
         dnn = feats[split]["logits"].argmax(1).numpy()
-        rec.arrays[f"{step}/{split}/dnn"] = dnn.astype(np.int16)
+        rec.arrays[pred_key(step, split)] = dnn.astype(np.int16)
         rec.arrays.setdefault(f"labels/{split}", labels[split].astype(np.int16))
         for layer in layers:
-            preds = _knn_all(cfg, feats["train"][layer].numpy(), labels["train"],
-                             feats[split][layer].numpy(), data.num_classes,
-                             exclude_self=cfg.exclude_self and split == "train",
-                             embedding=layer == "embedding")
+            # the embedding: every k, metric and PCA space; another probed layer: probe_ks, first metric
+            emb = layer == "embedding"
+            preds = knnlib.predict_spaces(
+                feats["train"][layer].numpy(), labels["train"], feats[split][layer].numpy(), data.num_classes,
+                cfg.ks if emb else cfg.probe_ks, cfg.metrics if emb else cfg.metrics[:1],
+                cfg.pca_dims if emb else (), exclude_self=cfg.exclude_self and split == "train", device=cfg.device)
             for (metric, k, p), pred in preds.items():
-                rec.arrays[f"{step}/{split}/{layer}/{metric}/{k}/{p}"] = pred.astype(np.int16)
+                rec.arrays[pred_key(step, split, layer, metric, k, p)] = pred.astype(np.int16)
                 rec.rows.append({"step": step, "split": split, "layer": layer, "metric": metric,
                                  "k": k, "pca": p, **agreement(pred, dnn, labels[split])})
 
@@ -170,10 +158,8 @@ def check_fits(cfg: RunConfig, n_train: int):
     """Settings checked before anything is written or trained: the largest k and the PCA
     dimensions against the training set's size, the probed layers against the model's."""
     probe_ks = cfg.probe_ks if set(cfg.probe_layers) - {"embedding"} else ()
-    k_max = max((*cfg.ks, *probe_ks))
-    if k_max > n_train - (1 if cfg.exclude_self else 0):
-        raise ConfigError(f"k={k_max} is larger than the training set ({n_train} images); "
-                          f"choose ks{' and probe_ks' if probe_ks else ''} <= {n_train}")
+    knnlib.check_k(max((*cfg.ks, *probe_ks)), n_train, cfg.exclude_self,
+                   "ks and probe_ks" if probe_ks else "ks")
     from .models import layer_names
     names = layer_names(cfg.model, cfg.depth, cfg.width)
     if unknown := [n for n in cfg.probe_layers if n not in names]:
@@ -229,7 +215,9 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
             if step in cfg.eval_steps and not any(r["step"] == step for r in rec.rows):
                 final = step == max(cfg.eval_steps)
                 layers = ["embedding"] + [n for n in cfg.probe_layers if n != "embedding"] if final else ["embedding"]
+                t_eval = time.time()
                 evaluate(model, data, cfg, step, rec, layers)
+                rec.eval_wall += time.time() - t_eval
                 last_eval = _last_eval_text(rec)
                 bar.set_postfix_str(last_eval)
                 if progress == "log":

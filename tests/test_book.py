@@ -25,6 +25,50 @@ def test_source_notebooks_have_no_outputs_and_a_parameters_cell():
                 assert c.outputs == [] and c.execution_count is None, path
 
 
+def test_pages_come_from_the_toc_and_every_notebook_is_a_chapter():
+    import yaml
+    toc = yaml.safe_load((ROOT / "book" / "_toc.yml").read_text())
+    files = [ch["file"] for part in toc["parts"] for ch in part["chapters"]]
+    assert [page for _, page, _ in book.PAGES] == [f"{f}.ipynb" for f in files]
+    assert {src for src, _, _ in book.PAGES} == {p.name for p in (ROOT / "notebooks").glob("*.ipynb")}
+    for src, page, params in book.PAGES:
+        assert params == ({"profile": "paper", "train_missing": False} if page.startswith("paper/") else {})
+
+
+def test_parameters_cells_hold_only_what_the_reader_changes():
+    # the rest comes from the profile: no page repeats the machine settings or every default
+    from dnnknn.profiles import Params
+    fields = {f.name for f in __import__("dataclasses").fields(Params)}
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        names = [line.split("=")[0].strip() for line in cell.source.splitlines()
+                 if "=" in line and not line.startswith("#")]
+        assert names and set(names) <= fields and len(names) <= 5, (path.name, names)
+        assert not {"device", "runs_dir", "data_dir", "train_missing"} & set(names), path.name
+
+
+def test_params_from_a_notebook_namespace():
+    from dnnknn.profiles import QUICK, Params
+    P = Params.from_globals({"profile": "quick", "steps": None, "metric": "l2", "glue": print, "x": 3})
+    assert P.steps == QUICK["steps"] and P.metric == "l2" and P.ks == () and P.datasets == ("mnist5k",)
+    assert Params.from_globals({"steps": 7, "random_limit": [5, 6]}).random_limit == (5, 6)
+    with pytest.raises(ConfigError, match=r"parameter 'steps' must be of type int \| None, got '7'"):
+        Params.from_globals({"steps": "7"})
+    with pytest.raises(ConfigError, match="parameter 'datasets' must be of type tuple"):
+        Params.from_globals({"datasets": "mnist"})
+    with pytest.raises(ConfigError, match="parameter 'train_missing' must be of type bool"):
+        Params.from_globals({"train_missing": 1})
+
+
+def test_timing_table_adds_up():
+    times = [{"page": "a", "wall": 10.0, "cells": 8.0, "train": 5.0, "knn": 1.0},
+             {"page": "b", "wall": 4.0, "cells": 1.0, "train": 0.0, "knn": 0.0}]
+    text = book.timing_table(times, 3.0, 20.0)
+    assert "| a | 10 | 2 | 5 | 1 | 2 |" in text and "| all pages | 14 | 5 | 5 | 1 | 3 |" in text
+    assert "numba kernels (before the pages): 3 s" in text and "HTML build (jupyter-book): 20 s" in text
+
+
 def test_committed_book_pages_record_their_provenance():
     for _, page, params in book.PAGES:
         nb = json.loads((ROOT / "book" / page).read_text())
@@ -54,9 +98,8 @@ def test_every_notebook_executes_and_the_book_builds(tmp_path, monkeypatch):
     monkeypatch.setenv("DNNKNN_RUNS", str(tmp_path / "runs"))
     site = tmp_path / "site"
     (site / "book").mkdir(parents=True)
-    for f in ("_config.yml", "_toc.yml"):
-        shutil.copy(ROOT / f, site / f)
-    shutil.copy(ROOT / "_toc.yml", site / "book" / "_toc.yml")
+    shutil.copy(ROOT / "_config.yml", site / "_config.yml")
+    shutil.copy(ROOT / "book" / "_toc.yml", site / "book" / "_toc.yml")
     shutil.copy(ROOT / "book" / "intro.md", site / "book" / "intro.md")
     for src, page, params in book.PAGES:
         book.execute(src, page, {**params, **TINY}, book=site / "book")
@@ -67,7 +110,7 @@ def test_every_notebook_executes_and_the_book_builds(tmp_path, monkeypatch):
     fig1 = (html / "01_knn_during_training.html").read_text()
     assert "Figure 1" in fig1 and "<img" in fig1 and "mnist5k, SGD 10 steps" in fig1
     side = (html / "09_side_by_side.html").read_text()
-    from dnnknn import experiments as ex
+    from dnnknn import profiles as ex
     quick = ex.Params.from_notebook(profile="quick", device="cpu", runs_dir=str(tmp_path / "runs"))
     run = quick.store().find(quick.main_config("mnist5k", "mlp640"))
     r = run.final(split="test", k=30, metric="l1")

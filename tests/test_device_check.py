@@ -91,7 +91,7 @@ def test_staged_calls_run_as_on_the_device_and_import(tmp_path):
         ("wrn", "mnist", "true"), ("wrn", "mnist", "random"), ("mlp640", "cifar10-jpeg", "true"),
         ("lenet", "cifar10-jpeg", "true")}
     # the book's tables compute from the imported records
-    from dnnknn import experiments as ex
+    from dnnknn import report as ex
     main = {(r.config.model, r.config.dataset): r for r in runs if r.config.labels == "true"}
     acc = ex.final_accuracy_table(main)
     gap = ex.generalization_table(main)

@@ -18,19 +18,23 @@ def test_predictions_equal_sklearn(metric, p):
     x, y, q = _data()
     ks = (1, 2, 5, 30, 150)
     mine = KNNClassifier(metric=metric).fit(x, y).predict_many(q, ks=ks)
-    fused = KNNClassifier(metric=metric).fit(x, y).predict_many(q, ks=ks, metrics=("l1", "l2"))
+    both = KNNClassifier(metric=metric).fit(x, y).predict_many(q, ks=ks, metrics=("l1", "l2"))
     for k in ks:
         sk = KNeighborsClassifier(n_neighbors=k, p=p, algorithm="brute").fit(x, y)
         ref = sk.predict(q)
         np.testing.assert_array_equal(mine[(metric, k)], ref)
-        np.testing.assert_array_equal(fused[(metric, k)], ref)
+        np.testing.assert_array_equal(both[(metric, k)], ref)
         # the authors' rule: arg-max of predict_proba (ties to the lowest class)
         np.testing.assert_array_equal(mine[(metric, k)], sk.predict_proba(q).argmax(1))
 
 
 @pytest.mark.parametrize("metric,p", [("l1", 1), ("l2", 2)])
-def test_neighbours_and_distances_equal_sklearn(metric, p):
+@pytest.mark.parametrize("unit", [False, True])
+def test_neighbours_and_distances_equal_sklearn(metric, p, unit):
     x, y, q = _data(n=800, m=97, d=640, seed=1)
+    if unit:  # unit vectors near the references, like the embeddings: the L2 search's
+        q = x[:97] + 0.5 * q  # |r|^2 - 2 q.r is then negative for the nearest
+        x, q = x / np.linalg.norm(x, axis=1, keepdims=True), q / np.linalg.norm(q, axis=1, keepdims=True)
     d_ref, i_ref = KNeighborsClassifier(n_neighbors=20, p=p, algorithm="brute").fit(x, y).kneighbors(q)
     for chunk in (None, 8, 40):  # chunking must not change anything
         d, i = search(q, x, 20, metric, chunk=chunk)[metric]
@@ -45,67 +49,38 @@ def _brute64(q, x, metric):
     return np.sqrt(((q[:, None] - x[None]) ** 2).sum(-1))
 
 
-@pytest.fixture
-def dense_calls(monkeypatch):
-    """Counts the rows that went the dense way (small reference sets, or fallback)."""
-    from dnnknn import knn
-    calls = []
-
-    def counting(d, *a):
-        calls.append(len(d))
-        return knn_select_dense(d, *a)
-    knn_select_dense = knn.select_dense
-    monkeypatch.setattr(knn, "select_dense", counting)
-    return calls
-
-
-@pytest.fixture(params=["host", "avx512", "avx2"])
-def isa(request, monkeypatch):
-    """Runs a test with the host's kernels and with each instruction set's block shapes (both
-    compile for the host, so both are checked here whatever the machine)."""
-    from dnnknn import knn
-    if request.param != "host":
-        monkeypatch.setattr(knn, "_ISA", request.param)
-    return request.param
+@pytest.mark.parametrize("n,m,d", [(1, 1, 1), (5, 7, 13), (13, 301, 640), (64, 130, 3)])
+def test_distance_kernels_on_odd_shapes(n, m, d):
+    # the 4 x 2 register block and the 128-reference tiles meet every kind of remainder
+    from dnnknn.knn import _distances, _prepare
+    rng = np.random.default_rng(n + m + d)
+    q, r = rng.standard_normal((n, d)).astype(np.float32), rng.standard_normal((m, d)).astype(np.float32)
+    for metric in ("l1", "l2"):
+        out = np.full((n, m), np.nan, np.float32)
+        _distances(metric, _prepare(metric, q, "queries"), _prepare(metric, r, "refs"), out)
+        ref = _brute64(q, r, metric)
+        np.testing.assert_allclose(out, ref if metric == "l1" else ref ** 2, rtol=1e-4, atol=1e-3)
 
 
-def test_threshold_path_is_exact(dense_calls, isa):
-    # >= 8192 references: thresholds from a sample, candidates only (no distance matrix)
+def test_large_reference_set_is_exact():
+    # the sampled thresholds keep the true k nearest
     rng = np.random.default_rng(3)
     x = rng.standard_normal((9000, 24)).astype(np.float32)
     q = rng.standard_normal((150, 24)).astype(np.float32)
-    for metrics in (("l1",), ("l2",), ("l1", "l2")):
-        res = search(q, x, 500, metrics)
-        for mt in metrics:
-            d, i = res[mt]
-            ref = _brute64(q, x, mt)
-            # the returned neighbours are the 500 nearest (up to float32 rounding), sorted
-            np.testing.assert_allclose(np.take_along_axis(ref, i, 1), np.sort(ref, 1)[:, :500], rtol=1e-5)
-            np.testing.assert_allclose(d, np.take_along_axis(ref, i, 1), rtol=1e-4)
-            assert (np.diff(d, axis=1) >= 0).all()
-            assert np.mean(i == np.argsort(ref, 1, kind="stable")[:, :500]) > 0.999
-    assert dense_calls == []  # no query needed the fallback
-    chunked = search(q, x, 30, ("l1", "l2"), chunk=64)
+    res = search(q, x, 500, ("l1", "l2"))
     for mt in ("l1", "l2"):
-        np.testing.assert_array_equal(chunked[mt][1], search(q, x, 30, mt)[mt][1][:, :30])
+        d, i = res[mt]
+        ref = _brute64(q, x, mt)
+        # the returned neighbours are the 500 nearest (up to float32 rounding), sorted
+        np.testing.assert_allclose(np.take_along_axis(ref, i, 1), np.sort(ref, 1)[:, :500], rtol=1e-5)
+        np.testing.assert_allclose(d, np.take_along_axis(ref, i, 1), rtol=1e-4)
+        assert (np.diff(d, axis=1) >= 0).all()
+        assert np.mean(i == np.argsort(ref, 1, kind="stable")[:, :500]) > 0.999
+        np.testing.assert_array_equal(search(q, x, 30, mt, chunk=64)[mt][1], i[:, :30])  # chunks
 
 
-def test_both_metrics_give_the_same_distances_as_each_alone(isa):
-    # one kernel per metric set, but the same arithmetic per pair: identical results
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((9000, 640)).astype(np.float32)
-    q = rng.standard_normal((40, 640)).astype(np.float32)
-    for refs in (x, x[:3000]):  # threshold path and dense path
-        both = search(q, refs, 50, ("l1", "l2"))
-        for mt in ("l1", "l2"):
-            alone = search(q, refs, 50, mt)[mt]
-            np.testing.assert_array_equal(both[mt][0], alone[0])
-            np.testing.assert_array_equal(both[mt][1], alone[1])
-
-
-def test_threshold_fallback_on_duplicates(dense_calls, isa):
-    # 7000 copies of one point: a query next to it keeps them all as candidates (over the cap),
-    # so it is redone densely; the copies tie exactly and come out in index order
+def test_ties_come_in_index_order():
+    # 7000 copies of one point: they tie exactly and come out in index order, as in scikit-learn
     rng = np.random.default_rng(4)
     x = rng.standard_normal((9000, 16)).astype(np.float32)
     x[1000:8000] = x[0]
@@ -116,7 +91,6 @@ def test_threshold_fallback_on_duplicates(dense_calls, isa):
         assert (d[0] == d[0, 0]).all()
         ref = _brute64(q[1:], x, mt)
         np.testing.assert_allclose(np.take_along_axis(ref, i[1:], 1), np.sort(ref, 1)[:, :40], rtol=1e-5)
-    assert len(dense_calls) == 2 and dense_calls[0] < 21  # only the flagged rows went dense
 
 
 def test_torch_path_matches_cpu_kernels():
@@ -130,12 +104,6 @@ def test_torch_path_matches_cpu_kernels():
         v = res[mt][0].numpy()
         np.testing.assert_array_equal(res[mt][1].numpy(), i)
         np.testing.assert_allclose(np.sqrt(v) if mt == "l2" else v, d, rtol=1e-4, atol=1e-5)
-
-
-def test_generated_kernels_are_current():
-    from dnnknn import knn_codegen
-    assert knn_codegen.PATH.read_text() == knn_codegen.render(), \
-        "dnnknn/knn_kernels.py is stale: run python -m dnnknn.knn_codegen"
 
 
 def test_exclude_self_is_leave_one_out():
@@ -168,7 +136,7 @@ def test_pca_matches_sklearn_up_to_sign():
 
 def test_bad_input_messages():
     x, y, q = _data(n=50)
-    with pytest.raises(ConfigError, match="larger than the 50"):
+    with pytest.raises(ConfigError, match="k=51 is larger than the training set \\(50 points"):
         search(q, x, 51)
     with pytest.raises(ConfigError, match="unknown metric"):
         search(q, x, 3, "cosine")

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from dnnknn import RunConfig, RunStore
 from dnnknn.data import load_dataset
-from dnnknn.experiments import Params
+from dnnknn.profiles import Params
 from dnnknn.models import build_model
-from dnnknn.train import decay_groups, fit, make_optimizer
+from dnnknn.train import decay_groups, fit, make_optimizer, pred_key
 
 
 @pytest.mark.parametrize("model", ["mlp640", "lenet"])
@@ -37,11 +37,11 @@ def test_recorded_knn_equals_sklearn_on_the_normalised_embedding(tmp_path, model
     emb = {s: (e / e.norm(dim=1, keepdim=True)).double().numpy() for s, e in emb.items()}
     y = {"train": data.y_train.numpy(), "test": data.y_test.numpy()}
     for split in ("test", "train"):
-        assert np.array_equal(rec.arrays[f"24/{split}/dnn"], dnn[split])
+        assert np.array_equal(rec.arrays[pred_key(24, split)], dnn[split])
         for k in (1, 30):
             sk = KNeighborsClassifier(k, p=1, algorithm="brute").fit(emb["train"], y["train"])
             expect = sk.predict_proba(emb[split]).argmax(1)
-            got = rec.arrays[f"24/{split}/embedding/l1/{k}/0"]
+            got = rec.arrays[pred_key(24, split, "embedding", "l1", k, 0)]
             assert np.array_equal(got, expect), (split, k, (got != expect).sum())
             # the measures, recomputed from scratch with numpy
             row = next(r for r in rec.rows if (r["step"], r["split"], r["k"], r["layer"]) == (24, split, k, "embedding"))

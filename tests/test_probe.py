@@ -6,7 +6,7 @@ import torch
 from dnnknn import ConfigError, RunConfig, probe
 from dnnknn.data import load_dataset
 from dnnknn.models import build_model
-from dnnknn.train import fit
+from dnnknn.train import fit, pred_key
 
 
 def test_probe_on_a_probednet_equals_the_training_time_evaluation(tmp_path):
@@ -18,7 +18,7 @@ def test_probe_on_a_probednet_equals_the_training_time_evaluation(tmp_path):
     net.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=False)["model"])
     rep = probe(net, (data.x_train, data.y_train), (data.x_test, data.y_test),
                 layer=["embedding", "conv2", "embedding_raw"], k=[1, 5], metric=["l1", "l2"])
-    assert np.array_equal(rep.predictions["dnn"], rec.arrays["12/test/dnn"])
+    assert np.array_equal(rep.predictions["dnn"], rec.arrays[pred_key(12, "test")])
     for r in rec.rows:
         if r["step"] != 12 or r["pca"]:
             continue

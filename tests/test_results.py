@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from dnnknn import RunConfig, RunStore
-from dnnknn.experiments import RESULTS_DIR
+from dnnknn.profiles import RESULTS_DIR
+from dnnknn.train import pred_key
 from dnnknn.metrics import agreement
 from dnnknn.runs import Run, export
 
@@ -31,6 +32,6 @@ def test_committed_results_are_consistent(path):
     assert len(run.measures) > 0
     for r in run.measures.itertuples():
         knn = p[f"{r.step}/{r.split}/{r.layer}/{r.metric}/{r.k}/{r.pca}"]
-        got = agreement(knn, p[f"{r.step}/{r.split}/dnn"], p[f"labels/{r.split}"])
+        got = agreement(knn, p[pred_key(r.step, r.split)], p[f"labels/{r.split}"])
         for name in ("dnn_acc", "knn_acc", "MC", "ME", "P_SAME"):  # NaN only where NaN is right
             assert got[name] == pytest.approx(getattr(r, name), nan_ok=True), (r, name)

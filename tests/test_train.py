@@ -9,7 +9,7 @@ import torch
 
 import dnnknn.data
 from dnnknn import ConfigError, RunConfig, RunStore, TrainingDiverged
-from dnnknn.train import lr_at
+from dnnknn.train import lr_at, pred_key
 
 from .conftest import ROOT
 
@@ -39,7 +39,7 @@ def test_run_records_and_cache(store_dir, monkeypatch):
     # every row is recomputable from the stored predictions
     p = run.predictions()
     r = m[(m.step == 30) & (m.split == "test") & (m.metric == "l1") & (m.k == 5)].iloc[0]
-    knn, dnn, y = p["30/test/embedding/l1/5/0"], p["30/test/dnn"], p["labels/test"]
+    knn, dnn, y = p[pred_key(30, "test", "embedding", "l1", 5, 0)], p[pred_key(30, "test")], p["labels/test"]
     assert r.knn_acc == pytest.approx((knn == y).mean()) and r.P_SAME == pytest.approx((knn == dnn).mean())
     # with the training point among its own neighbours, 1-NN on the training set is perfect
     assert run.table("train", k=1).knn_acc.eq(1.0).all()

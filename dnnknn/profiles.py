@@ -1,0 +1,277 @@
+"""The book's experiments: the two profiles, a page's parameters, and the runs each section needs.
+
+A notebook's `parameters` cell sets only what its reader may change; `Params.from_globals(globals())`
+reads those (and any parameter the book's driver injects), checks them (a wrong name, type or value
+stops with a message naming the parameter and the allowed values) and fills the rest from the
+profile:
+
+- `quick` (default): offline `mnist5k`, CPU-sized models (Wide-ResNet 10-1), few steps.
+- `paper`: appendix A: MNIST / CIFAR-10 / CIFAR-100, Wide-ResNet 28-10, 1,000 / 50,000 steps,
+  10 runs for Table 1. Without a GPU only runs already in the store (or `results/`) and the
+  MNIST runs of MLP-640 and LeNet are trained; the others show as "not run here".
+
+Sections share runs: `main_config(P, dataset, model, seed)` is the one run per (dataset, model,
+seed) from which Figures 1-4, Table 1 and Table 2 are all drawn, so it is trained once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import RunConfig, eval_schedule
+from .errors import ConfigError
+from .runs import Run, RunStore
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "results"  # committed, read-only records of runs made elsewhere
+PROFILES = ("quick", "paper")
+PAPER_DATASETS = ("mnist", "cifar10", "cifar100")
+TABLE1_KS = (1, 5, 30, 150, 1000)
+FIG2_KS = (1, 5, 30, 100)
+ALL_KS = tuple(sorted(set(TABLE1_KS) | set(FIG2_KS)))
+
+# Each profile's value for every parameter left at None (the one place these defaults live)
+QUICK = dict(datasets=("mnist5k",), models=("mlp640", "lenet", "wrn"), wrn_depth=10, wrn_width=1,
+             steps=300, eval_every=30, n_runs=3, random_limit=(500, 500), random_steps=800,
+             gd_steps=400, gd_eval_every=20, gd_dataset="mnist5k")
+PAPER = dict(datasets=PAPER_DATASETS, models=("mlp640", "lenet", "wrn"), wrn_depth=28,
+             wrn_width=10, steps=None, eval_every=None, n_runs=10, random_limit=None,
+             random_steps=None, gd_steps=400, gd_eval_every=20, gd_dataset="mnist")
+
+
+NOT_RUN = "not run here"
+CPU_FILL = "`python -m dnnknn book --only paper/ -p train_missing true`"  # trains what fits a CPU
+
+
+def fits_cpu(cfg: RunConfig) -> bool:
+    """Whether a paper-profile run trains on a CPU in minutes: MLP-640 and LeNet on MNIST."""
+    return cfg.dataset in ("mnist", "mnist5k") and cfg.model in ("mlp640", "lenet")
+
+
+def section(cfg: RunConfig) -> str:
+    """The kind of run, as `python -m dnnknn grid --sections` names it."""
+    return "gd" if cfg.optimizer == "gd" else "random" if cfg.labels == "random" else "main"
+
+
+def paper_steps(dataset: str) -> int:
+    """Appendix A: 50,000 steps (200 epochs at batch 200) for CIFAR, 1,000 for MNIST."""
+    return 50_000 if dataset.startswith("cifar") else 1_000
+
+
+@dataclass(frozen=True)
+class Params:
+    """A page's parameters. Build it with `from_globals` / `from_notebook`: every field left at None
+    that the profile sets (QUICK / PAPER above: the one place those defaults live) is filled from it."""
+    profile: str = "quick"
+    datasets: tuple[str, ...] | None = None
+    models: tuple[str, ...] | None = None
+    steps: int | None = None          # paper: per dataset (appendix A)
+    eval_every: int | None = None     # paper: eval_schedule's default
+    ks: tuple[int, ...] = ()          # extra k values, besides those each section uses
+    metric: str = "l1"                # k-NN distance of the figures
+    n_runs: int | None = None         # seeds of every main run
+    device: str = "auto"              # "auto": CUDA when present
+    data_dir: str | None = None       # None: $DNNKNN_DATA or ~/.cache/dnnknn/data
+    runs_dir: str | None = None       # None: $DNNKNN_RUNS or ./runs
+    train_missing: bool | None = None  # None: quick trains all; paper trains what fits the device
+    wrn_depth: int | None = None
+    wrn_width: int | None = None
+    random_limit: tuple[int, int] | None = None  # (train, test) images of the random-label runs
+    random_steps: int | None = None
+    gd_steps: int | None = None
+    gd_eval_every: int | None = None
+    gd_dataset: str | None = None
+
+    @classmethod
+    def from_globals(cls, namespace: dict) -> "Params":
+        """The page's parameters: the names in a notebook's namespace that are parameters."""
+        return cls.from_notebook(**{f.name: namespace[f.name] for f in dataclasses.fields(cls)
+                                    if f.name in namespace})
+
+    @classmethod
+    def from_notebook(cls, **given) -> "Params":
+        """Check the notebook's parameters and fill the profile's defaults."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        for name in given:
+            if name not in names:
+                raise ConfigError(f"unknown parameter {name!r}; the parameters are {names}")
+        profile = given.get("profile", "quick")
+        if profile not in PROFILES:
+            raise ConfigError(f"parameter 'profile' must be one of {PROFILES}, got {profile!r}")
+        defaults = QUICK if profile == "quick" else PAPER
+        # a value left at None: the profile's, else the field's default
+        vals = {**defaults, **{k: v for k, v in given.items() if v is not None}}
+        _check_types(vals)
+        for k in ("datasets", "models", "ks", "random_limit"):
+            if vals.get(k) is not None:
+                vals[k] = tuple(vals[k])
+        p = cls(**vals)
+        p._check_values()
+        return p
+
+    def as_profile(self, profile: str, **given) -> "Params":
+        """The same machine settings (device, data and run folders) under another profile."""
+        return Params.from_notebook(profile=profile, device=self.device, data_dir=self.data_dir,
+                                    runs_dir=self.runs_dir, **given)
+
+    def _check_values(self):
+        from .data import DATASETS
+        from .knn import METRICS
+        from .models import MODELS
+
+        for d in self.datasets:
+            if d not in DATASETS[:-1] and not d.startswith("imagefolder:"):  # the named ones
+                raise ConfigError(f"parameter 'datasets': unknown dataset {d!r}; allowed: {', '.join(DATASETS)}")
+        for m in self.models:
+            if m not in MODELS:
+                raise ConfigError(f"parameter 'models': unknown model {m!r}; allowed: {', '.join(MODELS)}")
+        if self.metric not in METRICS:
+            raise ConfigError(f"parameter 'metric' must be one of {METRICS}, got {self.metric!r}")
+        for name in ("steps", "eval_every", "n_runs", "gd_steps", "gd_eval_every", "random_steps"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ConfigError(f"parameter {name!r} must be a positive integer, got {v!r}")
+        if any(k <= 0 for k in self.ks):
+            raise ConfigError(f"parameter 'ks' must hold positive integers, got {list(self.ks)}")
+        if (self.wrn_depth - 4) % 6 or self.wrn_depth < 10:
+            raise ConfigError(f"parameter 'wrn_depth' must be 6n+4 (10, 16, 22, 28...), got {self.wrn_depth}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"parameter 'device' must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+
+    # -- the runs --------------------------------------------------------------------------
+    @property
+    def device_type(self) -> str:
+        """'cuda' or 'cpu'. An explicit 'cuda' is taken as asked (a cluster's login node that
+        submits the jobs may have no GPU); 'auto' looks at this machine."""
+        if self.device.startswith("cuda"):
+            return "cuda"
+        from .train import resolve_device
+        return resolve_device(self.device).type
+
+    def steps_for(self, dataset: str) -> int:
+        return self.steps or paper_steps(dataset)
+
+    def eval_steps_for(self, dataset: str, steps: int | None = None) -> tuple[int, ...]:
+        return eval_schedule(steps or self.steps_for(dataset), self.eval_every)
+
+    def model_options(self, model: str) -> dict:
+        return {"depth": self.wrn_depth, "width": self.wrn_width} if model == "wrn" else {}
+
+    def main_config(self, dataset: str, model: str, seed: int = 0) -> RunConfig:
+        """The shared run: test-set k-NN at every evaluation for all of Table 1's and Figure 2's
+        k, L1 and L2, with and without PCA-64; the training set at the last step (Table 2);
+        every layer probed at the last step (Figure 2)."""
+        steps = self.steps_for(dataset)
+        from .models import layer_names
+        layers = layer_names(model, **self.model_options(model))
+        return RunConfig(dataset=dataset, model=model, steps=steps, **self.model_options(model),
+                         eval_steps=self.eval_steps_for(dataset), ks=tuple(sorted(set(ALL_KS) | set(self.ks))),
+                         metrics=("l1", "l2"), pca_dims=(64,), eval_train=True, train_eval_steps=(steps,),
+                         probe_layers=layers, seed=seed, device=self.device_type)
+
+    def random_config(self, dataset: str, model: str = "wrn", seed: int = 0) -> RunConfig:
+        """Section 4.4 / appendix E: random labels, train and test evaluated at every step."""
+        steps = self.random_steps or self.steps_for(dataset)
+        return RunConfig(dataset=dataset, model=model, steps=steps, labels="random", label_seed=seed,
+                         **self.model_options(model), eval_steps=self.eval_steps_for(dataset, steps),
+                         ks=tuple(sorted({30} | set(self.ks))), metrics=(self.metric,), eval_train=True,
+                         limit=tuple(self.random_limit) if self.random_limit else None, seed=seed,
+                         device=self.device_type)
+
+    def gd_config(self) -> RunConfig:
+        """Appendix D: MLP-640, full-batch gradient descent, lr 10 divided by 5 at 200 and 300."""
+        return RunConfig(dataset=self.gd_dataset, model="mlp640", steps=self.gd_steps, optimizer="gd",
+                         eval_steps=eval_schedule(self.gd_steps, self.gd_eval_every), ks=tuple(sorted({30} | set(self.ks))), metrics=(self.metric,),
+                         device=self.device_type)
+
+    def feasible_here(self, cfg: RunConfig) -> bool:
+        """Whether this profile trains `cfg` when it is missing from the store."""
+        if self.train_missing is not None:
+            return self.train_missing
+        return self.profile == "quick" or self.device_type == "cuda" or fits_cpu(cfg)
+
+    def store(self) -> RunStore:
+        return RunStore(self.runs_dir, extra=[RESULTS_DIR])
+
+    def get(self, cfg: RunConfig) -> Run | None:
+        """The run from the store (or results/), trained now if this profile does so, else None."""
+        store = self.store()
+        run = store.find(cfg)
+        if run is None and self.feasible_here(cfg):
+            print(f"training {cfg.label()} ...", flush=True)
+            run = store.train(cfg, data_dir=self.data_dir, progress="log")
+        return run
+
+    def gpu_command(self, cfgs) -> str:
+        """The commands (Markdown) that compute `cfgs` on a GPU or a cluster."""
+        def uniq(xs):
+            return " ".join(dict.fromkeys(xs))
+        return (f"`python -m dnnknn grid --profile {self.profile} --datasets {uniq(c.dataset for c in cfgs)} "
+                f"--models {uniq(c.model for c in cfgs)} --sections {uniq(section(c) for c in cfgs)}`, "
+                f"or the device check; then `python -m dnnknn import`")
+
+    def how_to_fill(self, cfg: RunConfig) -> str:
+        """One line: 'not run here' and which command or device would fill the cell."""
+        how = f"a CPU trains it: {CPU_FILL}" if fits_cpu(cfg) else f"needs a GPU: {self.gpu_command([cfg])}"
+        return f"{NOT_RUN} ({how})"
+
+    def describe(self, run: Run | None, cfg: RunConfig) -> str:
+        """A caption fragment saying what a panel was computed from."""
+        if run is None:
+            return f"{cfg.label()}: {self.how_to_fill(cfg)}"
+        m = run.meta
+        lim = f", first {cfg.limit[0]:,} training images" if cfg.limit else ""
+        return (f"{cfg.label()}{lim}; {m['device_name']}; profile {self.profile}; "
+                f"code {m['code_version']}; run {run.key}")
+
+
+def _check_types(vals: dict):
+    """Each value against its field's annotation (int, str, bool, tuple[...] and None unions)."""
+    hints = typing.get_type_hints(Params)
+
+    def ok(v, t) -> bool:
+        origin, args = typing.get_origin(t), typing.get_args(t)
+        if args and origin is not tuple:  # a union: any of its members
+            return any(ok(v, a) for a in args)
+        if t is type(None):
+            return v is None
+        if origin is tuple:
+            return isinstance(v, (list, tuple)) and all(ok(x, args[0]) for x in v)
+        return isinstance(v, t) and not (t is int and isinstance(v, bool))
+
+    for name, v in vals.items():
+        if not ok(v, hints[name]):
+            t = str(hints[name]).replace("typing.", "").replace("<class '", "").replace("'>", "")
+            raise ConfigError(f"parameter {name!r} must be of type {t}, got {v!r} ({type(v).__name__})")
+
+
+def main_runs(P: Params, models=None, datasets=None, seed: int = 0):
+    """{(model, dataset): Run or None} and the configs, for the shared main runs."""
+    runs, cfgs = {}, {}
+    for d in datasets or P.datasets:
+        for m in models or P.models:
+            cfgs[(m, d)] = cfg = P.main_config(d, m, seed)
+            runs[(m, d)] = P.get(cfg)
+    return runs, cfgs
+
+
+def random_runs(P: Params, datasets=None, model: str = "wrn", seed: int = 0):
+    """{(model, dataset): Run or None} and the configs, for the random-label runs (section 4.4)."""
+    runs, cfgs = {}, {}
+    for d in datasets or P.datasets:
+        cfgs[(model, d)] = cfg = P.random_config(d, model, seed)
+        runs[(model, d)] = P.get(cfg)
+    return runs, cfgs
+
+
+def seed_runs(P: Params, model: str, dataset: str | None, kind: str = "main") -> list:
+    """The runs of (model, dataset) over seeds 0 .. P.n_runs - 1 that the store holds (or that the
+    profile trains now); random-label runs use seed 0 only."""
+    if dataset is None:
+        return []
+    seeds = range(P.n_runs) if kind == "main" else range(1)
+    cfgs = [P.main_config(dataset, model, s) if kind == "main" else P.random_config(dataset, model, s)
+            for s in seeds]
+    return [r for r in (P.get(c) for c in cfgs) if r is not None]

@@ -1,0 +1,143 @@
+"""What the notebooks show: glued text and tables, captions saying what each panel came from,
+and the tables drawn from runs (accuracies, generalisation gaps, Table 1), with spreads over seeds."""
+from __future__ import annotations
+
+from .profiles import CPU_FILL, NOT_RUN, TABLE1_KS, Params, fits_cpu
+
+
+def glue_md(name: str, text: str):
+    """Glue markdown text for `{glue:md}` in the book (numbers computed, never typed)."""
+    from IPython.display import Markdown
+    from myst_nb import glue
+
+    glue(name, Markdown(text), display=False)
+
+
+def glue_table(name: str, df):
+    """Glue a DataFrame as a Markdown table, for a numbered, captioned `{table}` in the book:
+
+        ````{table} Caption
+        :name: "tab-x"
+
+        ```{glue:md} name
+        :format: myst
+        ```
+        ````
+    """
+    import pandas as pd
+
+    def cell(v):  # a '|' inside a cell would end it
+        return v.replace("|", "\\|") if isinstance(v, str) else v
+
+    flat = df.reset_index() if not isinstance(df.index, pd.RangeIndex) else df.copy()
+    flat.columns = [cell(" ".join(str(c) for c in col) if isinstance(col, tuple) else str(col)) for col in flat.columns]
+    glue_md(name, flat.map(cell).to_markdown(index=False))
+
+
+def missing_text(P: Params, cfgs: dict):
+    """For plots.grid: what to write in a panel without a run (row, col) -> text."""
+    return lambda r, c: P.how_to_fill(cfgs[(r, c)])
+
+
+def sources(P: Params, runs: dict, cfgs: dict) -> str:
+    """Markdown, one sentence per run: what each panel or cell was computed from; the runs not
+    here in one sentence that says how to fill them."""
+    done = [P.describe(runs[key], cfgs[key]) for key in cfgs if runs[key] is not None]
+    missing = [cfgs[key] for key in cfgs if runs[key] is None]
+    text = ". ".join(done) + ("." if done else "")
+    if missing:
+        gpu = [c for c in missing if not fits_cpu(c)]
+        text += f" Not run here: {'; '.join(c.label() for c in missing)}."
+        if gpu:
+            text += f" They need a GPU: {P.gpu_command(gpu)}."
+        if len(gpu) < len(missing):
+            text += f" A CPU trains the others: {CPU_FILL}."
+    return text.strip()
+
+
+def final_accuracy_table(runs: dict, split="test", k=30, metric="l1") -> "pd.DataFrame":
+    """The last evaluation's DNN and k-NN accuracy (%). runs: {(model, dataset): Run or None}."""
+    import pandas as pd
+    from .plots import name
+
+    rows = []
+    for (m, d), run in runs.items():
+        row = {"model": name(m), "dataset": name(d)}
+        if run is None:
+            row.update({"DNN (%)": NOT_RUN, "k-NN (%)": NOT_RUN, "k-NN - DNN (%)": NOT_RUN})
+        else:
+            r = run.final(split=split, k=k, metric=metric)
+            row.update({"DNN (%)": round(100 * r.dnn_acc, 2), "k-NN (%)": round(100 * r.knn_acc, 2),
+                        "k-NN - DNN (%)": round(100 * (r.knn_acc - r.dnn_acc), 2)})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(["model", "dataset"])
+
+
+def generalization_gaps(run, k=30, metric="l1") -> tuple[float, float]:
+    """Appendix C: (DNN, k-NN) train accuracy - test accuracy (%) at the last evaluation."""
+    from .metrics import generalization_error
+
+    te, tr = run.final(split="test", k=k, metric=metric), run.final(split="train", k=k, metric=metric)
+    return (100 * generalization_error(tr.dnn_acc, te.dnn_acc), 100 * generalization_error(tr.knn_acc, te.knn_acc))
+
+
+def generalization_table(runs: dict, k=30, metric="l1") -> "pd.DataFrame":
+    """Appendix C's gaps (%) for the DNN and the k-NN. runs: {(model, dataset): a Run (its value),
+    a list of runs (mean ± std over seeds), or None}."""
+    import pandas as pd
+    from .plots import name
+
+    rows = []
+    for (m, d), rs in runs.items():
+        row = {"model": name(m), "dataset": name(d)}
+        single = not isinstance(rs, (list, tuple))
+        gaps = [generalization_gaps(r, k, metric) for r in ([rs] if single else rs) if r is not None]
+        for i, who in enumerate(("DNN", "k-NN")):
+            vals = [g[i] for g in gaps]
+            row[who] = NOT_RUN if not vals else round(vals[0], 2) if single else fmt_spread(vals)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(["model", "dataset"])
+
+
+def robustness_table(runs_by_seed: dict, ks=TABLE1_KS) -> "pd.DataFrame":
+    """Appendix B, Table 1: final test k-NN accuracy (%) mean ± std over seeds, per k, metric,
+    with and without PCA-64, and the DNN's. runs_by_seed: {(dataset, seed): Run or None}."""
+    import pandas as pd
+    from .plots import name
+
+    datasets = list(dict.fromkeys(d for d, _ in runs_by_seed))
+    table = {}
+    for d in datasets:
+        runs = [r for (dd, _), r in runs_by_seed.items() if dd == d and r is not None]
+        for metric in ("l1", "l2"):
+            col = []
+            for k in ks:
+                for pca in (0, 64):
+                    col.append(fmt_spread([100 * run.final(metric=metric, k=k, pca=pca).knn_acc for run in runs]))
+            col.append(fmt_spread([100 * r.final(split="test").dnn_acc for r in runs]))
+            table[(name(d), metric.upper())] = col
+    index = [f"{k}{' + PCA' if p else ''}" for k in ks for p in (0, 64)] + ["DNN accuracy"]
+    return pd.DataFrame(table, index=pd.Index(index, name="k"))
+
+
+def spread(values) -> tuple[float, float, int]:
+    """(mean, sample std, n) of the defined (non-NaN) values; std is NaN for fewer than two."""
+    import numpy as np
+
+    v = np.asarray([x for x in values if not np.isnan(x)], dtype=float)
+    if len(v) == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"), len(v)
+
+
+def fmt_spread(values, digits: int = 2) -> str:
+    """'mean ± std (n=N)' over runs; 'not run here' without runs; 'undefined' when every run's
+    value is NaN (ME of a network that makes no mistake)."""
+    values = list(values)
+    if not values:
+        return NOT_RUN
+    mean, std, n = spread(values)
+    if n == 0:
+        return f"undefined in all {len(values)} runs"
+    text = f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})" if n > 1 else f"{mean:.{digits}f} (n=1)"
+    return text + (f", undefined in {len(values) - n}" if n < len(values) else "")
