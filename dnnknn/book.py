@@ -121,6 +121,64 @@ def build(warnings_as_errors: bool = True, book: Path = BOOK) -> Path:
     return Path(book).parent / "_build" / "html" / "index.html"  # beside _config.yml
 
 
+def _run_page(job: tuple) -> dict:
+    """One page in a worker process: its kernel gets `threads` threads (torch, BLAS, numba), and
+    the runs it trains are marked with its name (meta.json "page") for the timing table."""
+    src, page, params, threads = job
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    os.environ["DNNKNN_PAGE"] = page
+    import logging
+    logging.basicConfig(level=logging.INFO, format=f"      [{page}] %(message)s", force=True)
+    for noisy in ("traitlets", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    start = time.time()
+    t = execute(src, page, params)
+    t["page"], t["train"], t["knn"] = page, *_train_eval_seconds(page, start)
+    return t
+
+
+def _warm_up_job(threads: int) -> float:
+    os.environ["NUMBA_NUM_THREADS"] = str(threads)
+    from .knn import warm_up
+    return warm_up()
+
+
+def run_pages(todo: list, extra: dict, jobs: int) -> tuple[list[dict], float]:
+    """Execute the pages `jobs` at a time, each kernel with cores / jobs threads: the pages that
+    only read runs (paper profile) beside the numba compilation, then those that train, in toc
+    order, the summary last. Pages needing the same run share it: the run store's lock lets one
+    train it while the others wait. Returns the pages' times and the numba compilation's."""
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    order = sorted(todo, key=lambda p: (p[2].get("profile") != "paper", p[0].startswith("09_")))
+    times, failed = [], None
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        numba = pool.submit(_warm_up_job, threads)  # compiled once, on disk for every kernel
+        futures = {pool.submit(_run_page, (src, page, {**params, **extra}, threads)): page
+                   for src, page, params in order}
+        print(f"{len(order)} pages, {jobs} at a time ({threads} thread{'s' * (threads > 1)} each)", flush=True)
+        pending = set(futures)
+        while pending and failed is None:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for f in done:
+                if f.exception() is not None:
+                    failed = f.exception()
+                    print(f"      {futures[f]} failed", flush=True)
+                else:
+                    times.append(f.result())
+                    print(f"      {futures[f]} done in {times[-1]['wall']:.0f} s", flush=True)
+        if failed is not None:
+            for f in pending:
+                f.cancel()
+            raise failed
+        numba_s = numba.result()
+    times.sort(key=lambda t: [p[1] for p in todo].index(t["page"]))
+    return times, numba_s
+
+
 def main(args) -> int:
     import logging
     logging.basicConfig(level=logging.INFO, format="      %(message)s")
@@ -143,51 +201,41 @@ def main(args) -> int:
     from .profiles import Params
     for _, _, params in todo:  # a wrong parameter stops here, in one line, before any page runs
         Params.from_notebook(**{**params, **extra})
-    total, times = time.time(), []
+    total, times, numba_s, html_s = time.time(), [], 0.0, None
     if not args.no_execute:
-        from .knn import warm_up
-        numba_s = warm_up()  # compiled once here (cached on disk), loaded by every page's kernel
-        print(f"numba kernels compiled or loaded from the disk cache in {numba_s:.0f} s", flush=True)
-        for i, (src, page, params) in enumerate(todo, 1):
-            params = {**params, **extra}
-            print(f"[{i}/{len(todo)}] {page} {params or ''}", flush=True)
-            before = _runs_made()
-            t = execute(src, page, params)
-            t["page"], t["train"], t["knn"] = page, *_train_eval_seconds(_runs_made() - before)
-            times.append(t)
-            print(f"      done in {t['wall']:.0f} s", flush=True)
+        times, numba_s = run_pages(todo, extra, max(1, args.jobs))
+    executed = time.time() - total
     if not args.no_build:
         t = time.time()
         index = build()
         html_s = time.time() - t
     if times:
-        print(timing_table(times, numba_s, html_s if not args.no_build else None))
+        print(timing_table(times, numba_s, html_s, executed))
     if not args.no_build:
         print(f"book built in {time.time() - total:.0f} s: open {index}")
     return 0
 
 
-def _runs_made() -> set[Path]:
-    """The finished runs in the store the notebooks use (./runs, or $DNNKNN_RUNS)."""
+def _train_eval_seconds(page: str, since: float) -> tuple[float, float]:
+    """(training, evaluation) seconds of the runs that `page` trained (meta.json "page") after
+    `since`, in the store the notebooks use (./runs, or $DNNKNN_RUNS)."""
     root = Path(os.environ.get("DNNKNN_RUNS") or ROOT / "runs")
-    return {p for p in root.glob("*/meta.json")} if root.is_dir() else set()
-
-
-def _train_eval_seconds(metas) -> tuple[float, float]:
-    """(training, k-NN evaluation) seconds of the runs whose meta.json files are given."""
     train = knn = 0.0
-    for m in metas:
+    for m in root.glob("*/meta.json"):
+        if m.stat().st_mtime < since:
+            continue
         meta = json.loads(m.read_text())
-        knn += meta.get("eval_time_s", 0.0)
-        train += meta["wall_time_s"] - meta.get("eval_time_s", 0.0)
+        if meta.get("page") == page:
+            knn += meta.get("eval_time_s", 0.0)
+            train += meta["wall_time_s"] - meta.get("eval_time_s", 0.0)
     return train, knn
 
 
-def timing_table(times: list[dict], numba_s: float, html_s: float | None) -> str:
+def timing_table(times: list[dict], numba_s: float, html_s: float | None, executed: float | None = None) -> str:
     """Where `make book`'s time went, per page: the kernel's start and papermill (the page's wall
-    time less its cells), training and k-NN evaluation of the runs it made, and the rest of its
-    cells (reading runs, figures, tables)."""
-    lines = ["", "| page | total (s) | kernel start + papermill | training | k-NN evaluation | other cells |",
+    time less its cells), training and evaluation (embedding and k-NN) of the runs it trained,
+    and the rest of its cells (reading runs, waiting for a run another page trains, figures)."""
+    lines = ["", "| page | total (s) | kernel start + papermill | training | evaluation | other cells |",
              "|---|---|---|---|---|---|"]
     for t in times:
         other = t["cells"] - t["train"] - t["knn"]
@@ -196,7 +244,9 @@ def timing_table(times: list[dict], numba_s: float, html_s: float | None) -> str
     sums = {k: sum(t[k] for t in times) for k in ("wall", "cells", "train", "knn")}
     lines.append(f"| all pages | {sums['wall']:.0f} | {sums['wall'] - sums['cells']:.0f} | {sums['train']:.0f} | "
                  f"{sums['knn']:.0f} | {sums['cells'] - sums['train'] - sums['knn']:.0f} |")
-    lines.append(f"\nnumba kernels (before the pages): {numba_s:.0f} s")
+    lines.append(f"\nnumba kernels, compiled beside the first pages: {numba_s:.0f} s")
+    if executed is not None:
+        lines.append(f"all pages, run side by side: {executed:.0f} s of wall time")
     if html_s is not None:
         lines.append(f"HTML build (jupyter-book): {html_s:.0f} s")
     return "\n".join(lines)

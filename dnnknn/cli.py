@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .config import OPTIMIZERS, WEIGHT_DECAY_RULES, RunConfig, eval_schedule
@@ -97,6 +98,8 @@ def main(argv=None) -> int:
     b.add_argument("--profile", choices=("quick", "paper"), help="the profile for the notebooks run")
     b.add_argument("--no-execute", action="store_true", help="only build the HTML from book/")
     b.add_argument("--no-build", action="store_true", help="only execute the notebooks")
+    b.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="notebooks executed side by side (each kernel gets cores / jobs threads)")
     e = sub.add_parser("export", help="copy finished runs from the run store into results/ (committed)")
     e.add_argument("keys", nargs="*", help="run keys (folder names); none = list the store's runs")
     e.add_argument("--runs-dir", help="run store (default $DNNKNN_RUNS or ./runs)")

@@ -116,7 +116,7 @@ def _features(model, x, modules: dict[str, torch.nn.Module], batch: int, device,
 
 
 def probe(model: torch.nn.Module, train, test, layer="embedding", k=30, metric="l1", normalize: bool = False,
-          batch: int = 500, device=None, data_dir=None) -> ProbeReport:
+          batch: int | None = None, device=None, data_dir=None) -> ProbeReport:
     """k-NN on `layer` (a name or several) of `model`, fitted on `train`, against the model's own
     predictions on `test`: accuracy of both, MC, ME and P_SAME for every k and metric."""
     if not isinstance(model, torch.nn.Module):
@@ -147,6 +147,7 @@ def probe(model: torch.nn.Module, train, test, layer="embedding", k=30, metric="
     x_te, y_te = _as_tensors(test, "test")
     knnlib.check_k(max(ks), len(y_tr))
     device = torch.device(device) if device is not None else next(model.parameters(), torch.empty(0)).device
+    batch = batch or (1000 if device.type == "cuda" else 128)  # as train.embed: activations in cache
     modules = {n: mods[n] for n in layers}
     f_tr, _ = _features(model, x_tr, modules, batch, device, normalize)
     f_te, logits = _features(model, x_te, modules, batch, device, normalize)

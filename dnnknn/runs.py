@@ -223,7 +223,7 @@ class RunStore:
                 "library_version": __version__, "device": dev.type, "device_name": device_name(str(dev)),
                 "wall_time_s": round(rec.wall, 2), "eval_time_s": round(rec.eval_wall, 2), "started": started,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "dataset_repr": repr(data),
-                "torch": __import__("torch").__version__}
+                "torch": __import__("torch").__version__, "page": os.environ.get("DNNKNN_PAGE")}
         path = self._write(key, rcfg, meta, rec.rows, rec.losses, rec.arrays)
         shutil.rmtree(workdir, ignore_errors=True)
         return Run(path)

@@ -102,16 +102,25 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def memory_format(model_name: str) -> torch.memory_format:
+    """Channels-last for the convolutional models, on GPUs and CPUs alike (2-core CPU, MNIST-5k:
+    a Wide-ResNet-10-1 step 145 -> 111 ms, LeNet's embedding pass 25% faster)."""
+    return torch.contiguous_format if model_name == "mlp640" else torch.channels_last
+
+
 @torch.no_grad()
-def embed(model, x: torch.Tensor, layers=("embedding",), batch: int = 1000,
-          precision: str = "fp32") -> dict[str, torch.Tensor]:
-    """Features of the named layers and the logits for all of x, in eval mode, in batches."""
+def embed(model, x: torch.Tensor, layers=("embedding",), batch: int | None = None,
+          precision: str = "fp32", fmt=torch.contiguous_format) -> dict[str, torch.Tensor]:
+    """Features of the named layers and the logits for all of x, in eval mode, in batches (default
+    1,000 on a GPU; 128 on a CPU, where a batch's activations then stay in cache: 3x faster than
+    1,000 for the Wide-ResNet on MNIST-5k)."""
+    batch = batch or (1000 if x.device.type == "cuda" else 128)
     was_training = model.training
     model.eval()
     parts: dict[str, list] = {}
     for s in range(0, len(x), batch):
         with autocast(x.device, precision):
-            out = model.features(x[s:s + batch], layers, logits=True)
+            out = model.features(x[s:s + batch].contiguous(memory_format=fmt), layers, logits=True)
         for k, v in out.items():
             parts.setdefault(k, []).append(v.float().cpu())
     model.train(was_training)
@@ -127,7 +136,7 @@ def pred_key(step: int, split: str, layer: str | None = None, metric=None, k=Non
 def evaluate(model, data: Dataset, cfg: RunConfig, step: int, rec: Records, layers=("embedding",)):
     """Record predictions and measures at `step` for each layer (k-NN fitted on the training
     set's features of that layer) on the test set, and on the training set when asked."""
-    feats = {s: embed(model, x, layers, precision=cfg.precision)
+    feats = {s: embed(model, x, layers, precision=cfg.precision, fmt=memory_format(cfg.model))
              for s, x in (("train", data.x_train), ("test", data.x_test))}
     labels = {s: y.cpu().numpy() for s, y in (("train", data.y_train), ("test", data.y_test))}
     on_train = cfg.eval_train and (cfg.train_eval_steps is None or step in cfg.train_eval_steps)
@@ -181,8 +190,8 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.shape, data.num_classes, depth=cfg.depth, width=cfg.width).to(dev)
-    fmt = torch.channels_last if dev.type == "cuda" and cfg.model != "mlp640" else torch.contiguous_format
-    model = model.to(memory_format=fmt)  # channels-last helps convolutions on GPUs
+    fmt = memory_format(cfg.model)
+    model = model.to(memory_format=fmt)
     opt = make_optimizer(model, cfg)
     workdir.mkdir(parents=True, exist_ok=True)  # only once the settings are known to be good
     data = data.to(dev)

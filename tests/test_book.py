@@ -66,7 +66,7 @@ def test_timing_table_adds_up():
              {"page": "b", "wall": 4.0, "cells": 1.0, "train": 0.0, "knn": 0.0}]
     text = book.timing_table(times, 3.0, 20.0)
     assert "| a | 10 | 2 | 5 | 1 | 2 |" in text and "| all pages | 14 | 5 | 5 | 1 | 3 |" in text
-    assert "numba kernels (before the pages): 3 s" in text and "HTML build (jupyter-book): 20 s" in text
+    assert "numba kernels, compiled beside the first pages: 3 s" in text and "HTML build (jupyter-book): 20 s" in text
 
 
 def test_committed_book_pages_record_their_provenance():
