@@ -110,8 +110,8 @@ def test_every_notebook_executes_and_the_book_builds(tmp_path, monkeypatch):
     fig1 = (html / "01_knn_during_training.html").read_text()
     assert "Figure 1" in fig1 and "<img" in fig1 and "mnist5k, SGD 10 steps" in fig1
     side = (html / "09_side_by_side.html").read_text()
-    from dnnknn import profiles as ex
-    quick = ex.Params.from_notebook(profile="quick", device="cpu", runs_dir=str(tmp_path / "runs"))
+    from dnnknn.profiles import Params
+    quick = Params.from_notebook(profile="quick", runs_dir=str(tmp_path / "runs"), **TINY)  # as page 09's P
     run = quick.store().find(quick.main_config("mnist5k", "mlp640"))
     r = run.final(split="test", k=30, metric="l1")
     assert f"{100 * abs(r.knn_acc - r.dnn_acc):.2f} (n=1)" in side  # computed from the run, not typed
