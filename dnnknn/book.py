@@ -124,7 +124,7 @@ def build(warnings_as_errors: bool = True, book: Path = BOOK) -> Path:
 def _run_page(job: tuple) -> dict:
     """One page in a worker process: its kernel gets `threads` threads (torch, BLAS, numba), and
     the runs it trains are marked with its name (meta.json "page") for the timing table."""
-    src, page, params, threads = job
+    src, page, params, threads, book = job
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = str(threads)
     os.environ["DNNKNN_PAGE"] = page
@@ -135,7 +135,7 @@ def _run_page(job: tuple) -> dict:
     # parameters the driver passes beyond the page's own (train_missing, device, ...) are expected
     logging.getLogger("papermill").addFilter(lambda r: "Passed unknown parameter" not in r.getMessage())
     start = time.time()
-    t = execute(src, page, params)
+    t = execute(src, page, params, book=book)
     t["page"], t["train"], t["knn"] = page, *_train_eval_seconds(page, start)
     return t
 
@@ -148,7 +148,7 @@ def _recorded_wall(page: str) -> float:
         return 0.0
 
 
-def run_pages(todo: list, extra: dict, jobs: int) -> tuple[list[dict], float]:
+def run_pages(todo: list, extra: dict, jobs: int, book: Path = BOOK) -> tuple[list[dict], float]:
     """Execute the pages `jobs` at a time, each kernel with cores / jobs threads (two 1-thread
     training processes get 12% more steps through a 2-core CPU than one with 2 threads). First the
     pages that only read runs (paper profile), beside the numba compilation (a process of its
@@ -168,9 +168,9 @@ def run_pages(todo: list, extra: dict, jobs: int) -> tuple[list[dict], float]:
     print(f"{len(todo)} pages, {jobs} at a time ({threads} thread{'s' * (threads > 1)} each)", flush=True)
     times, futures = [], {}
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        def submit(pages):
-            for src, page, params in pages:
-                futures[pool.submit(_run_page, (src, page, {**params, **extra}, threads))] = page
+        def submit(some):
+            for src, page, params in some:
+                futures[pool.submit(_run_page, (src, page, {**params, **extra}, threads, book))] = page
         submit(reading)
         out = numba.communicate()[0].strip().splitlines()
         numba_s = float(out[-1]) if numba.returncode == 0 and out else float("nan")

@@ -69,6 +69,16 @@ def test_timing_table_adds_up():
     assert "numba kernels, compiled beside the first pages: 3 s" in text and "HTML build (jupyter-book): 20 s" in text
 
 
+def test_pages_run_side_by_side_with_their_times(tmp_path):
+    # two paper-profile pages (they read results/, train nothing), two at a time, a thread each
+    todo = [p for p in book.PAGES if p[1] in ("paper/06_generalization_error.ipynb", "paper/07_full_batch_gd.ipynb")]
+    times, numba_s = book.run_pages(todo, {"device": "cpu"}, jobs=2, book=tmp_path / "book")
+    assert [t["page"] for t in times] == [p[1] for p in todo] and numba_s >= 0
+    for t in times:
+        assert (tmp_path / "book" / t["page"]).exists() and 0 < t["cells"] < t["wall"]
+        assert t["train"] == t["knn"] == 0  # nothing trained
+
+
 def test_committed_book_pages_record_their_provenance():
     for _, page, params in book.PAGES:
         nb = json.loads((ROOT / "book" / page).read_text())
