@@ -127,7 +127,7 @@ def main(argv=None):
             ref = i_l2 if p_ == 2 else i_l1
             print(f"  {name}: neighbours equal to dnnknn's for {np.mean(si == ref):.4%} of entries")
 
-    print(f"\n| method | seconds | peak MB above inputs |\n|---|---|---|")
+    print("\n| method | seconds | peak MB above inputs |\n|---|---|---|")
     for name, s in t.items():
         print(f"| {name} | {s:.2f} | {mem.get(name, float('nan')):.0f} |")
     print("\n| ratio | value | target |\n|---|---|---|")

@@ -183,8 +183,8 @@ class Params:
     def gd_config(self) -> RunConfig:
         """Appendix D: MLP-640, full-batch gradient descent, lr 10 divided by 5 at 200 and 300."""
         return RunConfig(dataset=self.gd_dataset, model="mlp640", steps=self.gd_steps, optimizer="gd",
-                         eval_steps=eval_schedule(self.gd_steps, self.gd_eval_every), ks=tuple(sorted({30} | set(self.ks))), metrics=(self.metric,),
-                         device=self.device_type)
+                         eval_steps=eval_schedule(self.gd_steps, self.gd_eval_every),
+                         ks=tuple(sorted({30} | set(self.ks))), metrics=(self.metric,), device=self.device_type)
 
     def feasible_here(self, cfg: RunConfig) -> bool:
         """Whether this profile trains `cfg` when it is missing from the store."""

@@ -2,7 +2,12 @@
 and the tables drawn from runs (accuracies, generalisation gaps, Table 1), with spreads over seeds."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .profiles import CPU_FILL, NOT_RUN, TABLE1_KS, Params, fits_cpu
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def glue_md(name: str, text: str):
