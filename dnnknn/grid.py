@@ -12,9 +12,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from . import __version__
 from .config import RunConfig
 from .profiles import Params
-from . import __version__
 from .runs import RunStore
 
 

@@ -8,7 +8,7 @@ selected and sorted by (distance, index). On CPU:
   faiss's METRIC_L1 (`benchmarks/knn.py`).
 - L2 (Table 1 only): the matrix form |q|^2 + |r|^2 - 2 q.r through BLAS (one GEMM of
   [q, 1, |q|^2] and [-2 r, |r|^2, 1]), like faiss's IndexFlatL2 and scikit-learn.
-- Selection: `select_dense` (numba): a threshold from a strided sample of the row keeps ~1.25 k
+- Selection: `select_dense` (numba): a threshold from a strided sample of the row keeps ~1.2-2 k
   candidates in one branch-free pass, and a stable radix sort orders them.
 On CUDA: `torch.cdist(p=1)` / the matrix form, in query chunks sized from free GPU memory, and
 `torch.topk`. The neighbours at the largest k are sorted once; every smaller k reads a prefix.

@@ -117,12 +117,13 @@ def seed_summary(full: Params, dataset: str = "mnist", models=("mlp640", "lenet"
 def table2_side_by_side(quick: Params, full: Params) -> pd.DataFrame:
     """Table 2 (generalisation gap, %): the paper's (DNN, k-NN) beside ours, mean ± std over seeds."""
     quick1 = dataclasses.replace(quick, n_runs=1)
-    ours = report.generalization_table({key: seed_runs(full, *key) for key in TABLE2})
+    runs_of = {key: seed_runs(full, *key) for key in TABLE2}  # read once: each read verifies the files
+    ours = report.generalization_table(runs_of)
     fast = report.generalization_table({key: seed_runs(quick1, key[0], _quick_dataset(key[1])) for key in TABLE2})
     rows = []
     for (model, dataset), (p_dnn, p_knn), (_, o), (_, q) in zip(TABLE2, TABLE2.values(), ours.iterrows(),
                                                                fast.iterrows()):
-        runs = seed_runs(full, model, dataset)
+        runs = runs_of[(model, dataset)]
         row = {"model": name(model), "dataset": name(dataset)}
         for who, paper, i in (("DNN", p_dnn, 0), ("k-NN", p_knn, 1)):
             row[f"paper {who}"] = paper
