@@ -4,7 +4,7 @@
     python benchmarks/train.py --small         # CPU: Wide-ResNet-10-1 and fewer steps
 
 One training step is what `dnnknn.train.fit` does: batch augmentation on the device, autocast
-(bf16 on CUDA unless --fp32), channels-last convolutions on CUDA, Nesterov SGD. FLOPs per image are
+(bf16 on CUDA unless --fp32), channels-last convolutions, Nesterov SGD. FLOPs per image are
 counted with torch.utils.flop_counter over one forward and backward pass (not guessed); MFU =
 FLOPs/image x images/s / the device's dense peak (--peak-tflops; known GPUs are filled in).
 """
@@ -19,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dnnknn.data import augment
 from dnnknn.models import build_model, count_parameters
+from dnnknn.train import memory_format, resolve_device
 
 PEAK_BF16_TFLOPS = {"H100": 790.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}  # dense
 
@@ -36,7 +37,7 @@ def device_peak(dev: torch.device, precision: str) -> float | None:
 def bench(model_name, kw, dev, precision, batch, warmup, steps, shape=(3, 32, 32)):
     torch.manual_seed(0)
     model = build_model(model_name, shape, 10, **kw).to(dev)
-    fmt = torch.channels_last if dev.type == "cuda" and model_name != "mlp640" else torch.contiguous_format
+    fmt = memory_format(model_name)  # as fit: channels-last for the convolutional models
     model = model.to(memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     x_all = torch.randn(batch * 4, *shape, device=dev)
@@ -80,8 +81,7 @@ def main(argv=None):
     ap.add_argument("--models", nargs="+", default=["wrn", "lenet", "mlp640"])
     ap.add_argument("--peak-tflops", type=float, help="the device's dense peak for the chosen precision")
     a = ap.parse_args(argv)
-    dev = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if a.device == "auto" else a.device))
+    dev = resolve_device(a.device)
     precision = "fp32" if a.fp32 or dev.type == "cpu" else "bf16"
     steps = a.steps or (2 if a.small else 20)
     warmup = 1 if a.small else 5
