@@ -20,6 +20,9 @@ OPTIMIZERS = ("sgd", "gd")
 #                 Wide-ResNet applies the rate once.
 #   "paper-text": the rate as the paper states it, for every model.
 WEIGHT_DECAY_RULES = ("authors", "paper-text")
+# "fp32": the paper's; "bf16": bf16 autocast for training and embedding; "bf16-train": bf16
+# autocast for the training steps only, every evaluation (embedding, DNN predictions, k-NN) in fp32
+PRECISIONS = ("fp32", "bf16", "bf16-train")
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ class RunConfig:
     limit: tuple[int, int] | None = None  # keep only the first (n_train, n_test) images
     seed: int = 0
     device: str = "auto"          # where it runs; not part of the run's identity (recorded in meta.json)
-    precision: str = "fp32"       # "fp32" or "bf16" (autocast for training and embedding)
+    precision: str = "fp32"       # one of PRECISIONS
 
     def __post_init__(self):
         _validate(self)
@@ -125,7 +128,8 @@ class RunConfig:
         r = self.resolve()
         arch = f"wrn-{r.depth}-{r.width}" if r.model == "wrn" else r.model
         extra = "" if r.labels == "true" else " random labels"
-        return f"{arch} on {r.dataset}{extra}, {r.optimizer.upper()} {r.steps} steps, seed {r.seed}"
+        prec = "" if r.precision == "fp32" else f", {r.precision}"
+        return f"{arch} on {r.dataset}{extra}, {r.optimizer.upper()} {r.steps} steps{prec}, seed {r.seed}"
 
 
 def eval_schedule(steps: int, every: int | None = None) -> tuple[int, ...]:
@@ -214,6 +218,6 @@ def _validate(c: RunConfig):
         need(isinstance(getattr(c, name), bool), f"{name} must be True or False")
     for name in ("augment",):
         need(getattr(c, name) is None or isinstance(getattr(c, name), bool), f"{name} must be True, False or None")
-    need(c.precision in ("fp32", "bf16"), f"precision must be 'fp32' or 'bf16', got {c.precision!r}")
+    need(c.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {c.precision!r}")
     need(isinstance(c.device, str), f"device must be a string such as 'cpu' or 'cuda', got {c.device!r}")
 

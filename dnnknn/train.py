@@ -55,6 +55,15 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX, from Linux's /proc/cpuinfo)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
 def decay_groups(model: torch.nn.Module, coefficient: float) -> list[dict]:
     """SGD parameter groups: the weights of convolutions and fully connected layers decayed with
     `coefficient`; biases and batch-norm parameters not decayed (the authors' code decays its
@@ -98,8 +107,10 @@ class EpochOrder:
         return self.perm[i * self.batch:(i + 1) * self.batch]
 
 
-def autocast(device: torch.device, precision: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+def autocast(device: torch.device, precision: str, training: bool = True):
+    """bf16 autocast for "bf16" (training and embedding) and "bf16-train" (training steps only)."""
+    on = precision == "bf16" or (precision == "bf16-train" and training)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
 
 
 def memory_format(model_name: str) -> torch.memory_format:
@@ -119,7 +130,7 @@ def embed(model, x: torch.Tensor, layers=("embedding",), batch: int | None = Non
     model.eval()
     parts: dict[str, list] = {}
     for s in range(0, len(x), batch):
-        with autocast(x.device, precision):
+        with autocast(x.device, precision, training=False):
             out = model.features(x[s:s + batch].contiguous(memory_format=fmt), layers, logits=True)
         for k, v in out.items():
             parts.setdefault(k, []).append(v.float().cpu())

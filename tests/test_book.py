@@ -61,6 +61,20 @@ def test_params_from_a_notebook_namespace():
         Params.from_globals({"train_missing": 1})
 
 
+def test_quick_profile_trains_in_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    from dnnknn import train
+    from dnnknn.profiles import Params
+    for native, expected in ((True, "bf16-train"), (False, "fp32")):
+        monkeypatch.setattr(train, "cpu_has_bf16", lambda native=native: native)
+        P = Params.from_notebook(device="cpu")
+        assert P.precision == "auto" and P.train_precision == expected
+        assert {c.precision for c in (P.main_config("mnist5k", "wrn"), P.random_config("mnist5k"), P.gd_config())} == {expected}
+        assert Params.from_notebook(profile="paper", device="cpu").main_config("mnist", "lenet").precision == "fp32"
+    assert Params.from_notebook(device="cpu", precision="fp32").train_precision == "fp32"
+    with pytest.raises(ConfigError, match="parameter 'precision' must be one of"):
+        Params.from_notebook(precision="fp16")
+
+
 def test_timing_table_adds_up():
     times = [{"page": "a", "wall": 10.0, "cells": 8.0, "train": 5.0, "knn": 1.0},
              {"page": "b", "wall": 4.0, "cells": 1.0, "train": 0.0, "knn": 0.0}]

@@ -9,9 +9,11 @@ from dnnknn.models import build_model
 from dnnknn.train import fit, pred_key
 
 
-def test_probe_on_a_probednet_equals_the_training_time_evaluation(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16-train"])  # bf16-train: trained in bf16, evaluated in fp32
+def test_probe_on_a_probednet_equals_the_training_time_evaluation(tmp_path, precision):
     cfg = RunConfig(dataset="mnist5k", model="lenet", steps=12, eval_steps=(0, 12), ks=(1, 5), metrics=("l1", "l2"),
-                    limit=(800, 300), probe_layers=("conv2", "embedding_raw"), probe_ks=(1, 5), device="cpu").resolve()
+                    limit=(800, 300), probe_layers=("conv2", "embedding_raw"), probe_ks=(1, 5), device="cpu",
+                    precision=precision).resolve()
     data = load_dataset("mnist5k", limit=cfg.limit)
     rec = fit(cfg, data, tmp_path, progress=False)
     net = build_model("lenet", data.shape, 10)
