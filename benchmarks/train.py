@@ -2,11 +2,15 @@
 
     python benchmarks/train.py                 # Wide-ResNet-28-10, LeNet, MLP-640 on CIFAR-shaped data
     python benchmarks/train.py --small         # CPU: Wide-ResNet-10-1 and fewer steps
+    OMP_NUM_THREADS=1 python benchmarks/train.py --quick-bf16   # the quick profile's steps: bf16 / fp32
 
 One training step is what `dnnknn.train.fit` does: batch augmentation on the device, autocast
 (bf16 on CUDA unless --fp32), channels-last convolutions, Nesterov SGD. FLOPs per image are
 counted with torch.utils.flop_counter over one forward and backward pass (not guessed); MFU =
 FLOPs/image x images/s / the device's dense peak (--peak-tflops; known GPUs are filled in).
+--quick-bf16 times the quick profile's training steps (MNIST-shaped, batch 200, Wide-ResNet-10-1,
+LeNet, MLP-640) in fp32 and under bf16 autocast, and prints the ratio: the quick profile trains in
+bf16 where the CPU computes it natively (`dnnknn.train.cpu_has_bf16`).
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dnnknn.data import augment
 from dnnknn.models import build_model, count_parameters
-from dnnknn.train import memory_format, resolve_device
+from dnnknn.train import cpu_has_bf16, memory_format, resolve_device
 
 PEAK_BF16_TFLOPS = {"H100": 790.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}  # dense
 
@@ -71,6 +75,17 @@ def bench(model_name, kw, dev, precision, batch, warmup, steps, shape=(3, 32, 32
     return count_parameters(model), flops_per_image, batch / dt
 
 
+def quick_bf16(dev, steps: int):
+    """fp32 against bf16 autocast for the quick profile's models and data shape, interleaved."""
+    print(f"# quick-profile training steps on {dev}, {torch.get_num_threads()} threads, native bf16: "
+          f"{cpu_has_bf16() if dev.type == 'cpu' else 'cuda'}, torch {torch.__version__}")
+    print("| model | fp32 images / s | bf16 images / s | bf16 / fp32 |\n|---|---|---|---|")
+    for m, kw in (("wrn", {"depth": 10, "width": 1}), ("lenet", {}), ("mlp640", {})):
+        ips = {p: max(bench(m, kw, dev, p, 200, 2, steps, shape=(1, 28, 28))[2] for _ in range(2))
+               for p in ("fp32", "bf16")}
+        print(f"| {m} | {ips['fp32']:,.0f} | {ips['bf16']:,.0f} | {ips['bf16'] / ips['fp32']:.2f}x |", flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--small", action="store_true", help="CPU-sized: Wide-ResNet-10-1, 2 timed steps")
@@ -80,8 +95,11 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, help="timed steps (default 20 on GPU, 2 with --small)")
     ap.add_argument("--models", nargs="+", default=["wrn", "lenet", "mlp640"])
     ap.add_argument("--peak-tflops", type=float, help="the device's dense peak for the chosen precision")
+    ap.add_argument("--quick-bf16", action="store_true", help="the quick profile's steps, fp32 against bf16")
     a = ap.parse_args(argv)
     dev = resolve_device(a.device)
+    if a.quick_bf16:
+        return quick_bf16(dev, a.steps or 10)
     precision = "fp32" if a.fp32 or dev.type == "cpu" else "bf16"
     steps = a.steps or (2 if a.small else 20)
     warmup = 1 if a.small else 5

@@ -159,8 +159,9 @@ class Params:
     @property
     def train_precision(self) -> str:
         """The runs' precision. "auto": bf16 autocast for the training steps (evaluation in fp32) on
-        a CPU that computes bf16 natively - Wide-ResNet and LeNet steps 1.6-2x faster on a 2-core
-        AVX512-BF16 CPU - else fp32 (elsewhere bf16 is emulated, and slower)."""
+        a CPU that computes bf16 natively - there the quick profile's Wide-ResNet, LeNet and MLP-640
+        steps ran 1.6x, 2.1x and 1.4x faster (`benchmarks/train.py --quick-bf16`, 1 thread) - else
+        fp32 (elsewhere bf16 is emulated, and slower)."""
         if self.precision != "auto":
             return self.precision
         from .train import cpu_has_bf16

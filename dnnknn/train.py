@@ -10,6 +10,7 @@ step from (seed, step) - the epoch's permutation from (seed, epoch), the augment
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import signal
@@ -55,6 +56,7 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+@functools.lru_cache(maxsize=None)
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX, from Linux's /proc/cpuinfo)."""
     try:
