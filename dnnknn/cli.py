@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from .config import OPTIMIZERS, WEIGHT_DECAY_RULES, RunConfig, eval_schedule
+from .config import OPTIMIZERS, PRECISIONS, WEIGHT_DECAY_RULES, RunConfig, eval_schedule
 from .data import DATASETS
 from .errors import DnnKnnError
 from .knn import METRICS
@@ -49,6 +49,9 @@ def _train_parser(sub):
                    help="keep only the first images of each split")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="fp32 (the paper's); bf16: autocast for training and embedding; bf16-train: "
+                        "training steps only, evaluation in fp32 (the quick book's on CPUs with native bf16)")
     p.add_argument("--data-dir", help="dataset root (default $DNNKNN_DATA or ~/.cache/dnnknn/data)")
     p.add_argument("--runs-dir", help="run store (default $DNNKNN_RUNS or ./runs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -74,7 +77,7 @@ def config_from_args(a) -> RunConfig:
         train_eval_steps=tuple(a.train_eval_steps) if a.train_eval_steps is not None else None,
         exclude_self=a.exclude_self, probe_layers=tuple(a.probe_layers),
         limit=tuple(a.limit) if a.limit else None, seed=a.seed,
-        device=resolve_device(a.device).type)
+        device=resolve_device(a.device).type, precision=a.precision)
 
 
 def summary(run) -> str:
@@ -122,6 +125,9 @@ def main(argv=None) -> int:
     g.add_argument("--sections", nargs="+", default=["main", "random", "gd"], choices=("main", "random", "gd"),
                    help="which kinds of runs")
     g.add_argument("--device", default="cuda", help="device the jobs train on")
+    g.add_argument("--precision", default="auto", choices=("auto", *PRECISIONS),
+                   help="the profile's by default (quick: bf16-train on a CPU with native bf16, else fp32; "
+                        "paper: fp32); for a quick grid that feeds a book built on such a CPU: bf16-train")
     g.add_argument("--data-dir", help="dataset root, shared with the compute nodes")
     g.add_argument("--runs-dir", help="run store, shared with the compute nodes")
     g.add_argument("--dry-run", action="store_true", help="list the runs and what is missing; submit nothing")
@@ -164,7 +170,8 @@ def main(argv=None) -> int:
 
             P = Params.from_notebook(profile=a.profile, datasets=a.datasets, models=a.models, steps=a.steps,
                                      n_runs=a.n_runs, device=a.device, data_dir=a.data_dir,
-                                     runs_dir=a.runs_dir, train_missing=True)
+                                     runs_dir=a.runs_dir, train_missing=True,
+                                     precision=None if a.precision == "auto" else a.precision)
             cfgs = grid_configs(P, *(s in a.sections for s in ("main", "random", "gd")))
             if a.dry_run:
                 store = P.store()

@@ -3,6 +3,8 @@
     python -m dnnknn grid --profile paper --executor slurm --partition gpu --gpus-per-job 1
     python -m dnnknn grid --profile quick --executor local
 
+The quick profile trains under bf16 autocast on a CPU with native bf16 (`precision` "auto"), in
+fp32 on a GPU: a quick grid meant to fill a book built on such a CPU takes `--precision bf16-train`.
 Runs already in the store (or in results/) are skipped, so calling it again after failures only
 resubmits what is missing; a job killed mid-way resumes from its checkpoint in the store. The run
 store (--runs-dir) and the log folder must be on a filesystem the compute nodes share.

@@ -142,7 +142,8 @@ class Params:
             raise ConfigError(f"parameter 'wrn_depth' must be 6n+4 (10, 16, 22, 28...), got {self.wrn_depth}")
         from .config import PRECISIONS
         if self.precision not in ("auto", *PRECISIONS):
-            raise ConfigError(f"parameter 'precision' must be one of {('auto', *PRECISIONS)}, got {self.precision!r}")
+            raise ConfigError(f"parameter 'precision' must be one of auto, {', '.join(PRECISIONS)}; "
+                              f"got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"parameter 'device' must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
 
@@ -160,7 +161,7 @@ class Params:
     def train_precision(self) -> str:
         """The runs' precision. "auto": bf16 autocast for the training steps (evaluation in fp32) on
         a CPU that computes bf16 natively - there the quick profile's Wide-ResNet, LeNet and MLP-640
-        steps ran 1.6x, 2.1x and 1.4x faster (`benchmarks/train.py --quick-bf16`, 1 thread) - else
+        steps ran 1.5x, 2x and 1.3x faster (`benchmarks/train.py --quick-bf16`, 1 thread) - else
         fp32 (elsewhere bf16 is emulated, and slower)."""
         if self.precision != "auto":
             return self.precision

@@ -26,3 +26,22 @@ def test_two_run_grid_through_submitit_local(tmp_path):
     again = _grid(tmp_path)
     assert again.returncode == 0 and "2 already in the store, 0 to submit" in again.stdout
     assert "job " not in again.stdout
+
+
+
+def test_grid_precision_matches_the_book_it_feeds(tmp_path, monkeypatch, capsys):
+    # a quick grid run on GPUs (fp32 by default) fills a book built on a CPU with native bf16 only
+    # when asked for the runs that book looks up: --precision bf16-train
+    from dnnknn import train
+    from dnnknn.cli import main
+    from dnnknn.profiles import Params
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
+    book = Params.from_notebook(device="cpu").main_config("mnist5k", "mlp640")
+    assert book.precision == "bf16-train"
+    assert Params.from_notebook(device="cuda", precision="bf16-train").main_config("mnist5k", "mlp640").key("v") \
+        == book.key("v") != Params.from_notebook(device="cuda").main_config("mnist5k", "mlp640").key("v")
+    base = ["grid", "--profile", "quick", "--models", "mlp640", "--sections", "main", "--n-runs", "1",
+            "--device", "cuda", "--runs-dir", str(tmp_path), "--dry-run"]
+    for extra, label in (([], "SGD 300 steps, seed 0"), (["--precision", "bf16-train"], "SGD 300 steps, bf16-train, seed 0")):
+        assert main([*base, *extra]) == 0
+        assert capsys.readouterr().out.strip() == f"missing mlp640 on mnist5k, {label}"
