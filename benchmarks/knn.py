@@ -5,10 +5,11 @@
 
 Random unit vectors (like the L2-normalised embeddings). Prints each method's time, the ratios of
 dnnknn to faiss and to scikit-learn, dnnknn's time for k = 1, 5, 30, 100, 150, 1000 and both
-metrics (one search per metric; every k from it) against its L1 and L2 searches, and the peak
-memory above the inputs. Targets: L1 at least 4x faster than faiss's METRIC_L1, L2 no slower than
-faiss's IndexFlatL2. dnnknn and
-faiss L2 report the best of --repeat rounds (3), run in turn: this VM's speed drifts by 10-20%.
+metrics (one search per metric; every k from it) against its L1 and L2 searches, the L2 search's
+GEMM alone (with the BLAS libraries loaded and the kernels they chose), and the peak memory above
+the inputs. Targets: L1 at least 4x faster than faiss's METRIC_L1, L2 no slower than faiss's
+IndexFlatL2. dnnknn and faiss L2 report the best of --repeat rounds (3), run in turn: this VM's
+speed drifts by 10-20%.
 On CUDA (when a GPU is present) it also prints queries per second for both metrics.
 """
 from __future__ import annotations
@@ -141,6 +142,24 @@ def main(argv=None):
     ratio("sklearn brute euclidean", "dnnknn L2", "")
     print(f"| (k = {', '.join(map(str, KS))}; L1 and L2) / (L1 search + L2 search) | "
           f"{t['dnnknn all k, L1+L2'] / (t['dnnknn L1'] + t['dnnknn L2']):.2f}x the time | ~1 (all k from each search) |")
+    # the L2 search's GEMM alone (the floor under it: the rest is the selection), and which BLAS
+    # kernels each library runs
+    from threadpoolctl import threadpool_info
+
+    from dnnknn import knn as K
+    qp, rp = K._prepare("l2", q, "queries"), K._prepare("l2", r, "refs")
+    step = max(8, K._BUFFER // (4 * nr))
+    buf = np.empty((min(nq, step), nr), np.float32)
+
+    def gemm_only():
+        for s in range(0, nq, step):
+            K._distances("l2", qp[s:s + step], rp, buf[:min(nq, s + step) - s])
+    g = min(timed(gemm_only)[0] for _ in range(a.repeat))
+    print(f"| dnnknn L2's GEMM alone | {g:.2f} s, {2 * nq * nr * qp.shape[1] / g / 1e9:.0f} GFLOP/s | |")
+    for lib in threadpool_info():
+        if lib["internal_api"] in ("openblas", "mkl"):
+            print(f"  BLAS {lib['filepath'].split('/')[-1]}: {lib['internal_api']} {lib['version']}, "
+                  f"kernels for {lib.get('architecture', '?')}")
     assert len(preds) == 2 * len(KS)
 
     if torch.cuda.is_available():
