@@ -61,6 +61,12 @@ QUANTITIES = {
 }
 
 
+def _quick_column(quick: Params) -> str:
+    """'quick profile', with the precision its runs trained in when that is not fp32."""
+    prec = quick.train_precision
+    return "quick profile" + ("" if prec == "fp32" else f" ({prec})")
+
+
 def side_by_side(quick: Params, full: Params) -> pd.DataFrame:
     """The numbers in the paper's text (sections 4.1, 4.3, 4.4), ours beside them: the paper
     profile as mean ± std over its seeds, with whether the paper's value lies within 2 std."""
@@ -75,7 +81,7 @@ def side_by_side(quick: Params, full: Params) -> pd.DataFrame:
         rows.append({"quantity": what, "paper": paper_text,
                      "paper profile (mean ± std over seeds)": report.fmt_spread(vals, digits),
                      "paper value within 2 std": within(paper, vals),
-                     "quick profile (1 run)": report.fmt_spread([fn(r) for r in qruns], digits)
+                     f"{_quick_column(quick)}, 1 run": report.fmt_spread([fn(r) for r in qruns], digits)
                      if _quick_dataset(dataset) else "no such data offline",
                      "paper-profile runs": ", ".join(r.key for r in runs) or full.how_to_fill(
                          full.main_config(dataset, model) if kind == "main" else full.random_config(dataset, model))})
@@ -129,7 +135,7 @@ def table2_side_by_side(quick: Params, full: Params) -> pd.DataFrame:
             row[f"paper {who}"] = paper
             row[f"ours {who}"] = o[who]
             row[f"{who}: paper within 2 std"] = within(paper, [report.generalization_gaps(r)[i] for r in runs])
-            row[f"quick profile {who}"] = q[who] if _quick_dataset(dataset) else "no such data offline"
+            row[f"{_quick_column(quick)} {who}"] = q[who] if _quick_dataset(dataset) else "no such data offline"
         rows.append(row)
     return pd.DataFrame(rows).set_index(["model", "dataset"])
 
