@@ -230,7 +230,8 @@ def main(args) -> int:
 def _train_eval_seconds(page: str, since: float) -> tuple[float, float]:
     """(training, evaluation) seconds of the runs that `page` trained (meta.json "page") after
     `since`, in the store the notebooks use (./runs, or $DNNKNN_RUNS)."""
-    root = Path(os.environ.get("DNNKNN_RUNS") or ROOT / "runs")
+    from .runs import default_store_dir
+    root = ROOT / default_store_dir()  # the notebooks run in ROOT; an absolute $DNNKNN_RUNS stays
     train = knn = 0.0
     for m in root.glob("*/meta.json"):
         if m.stat().st_mtime < since:

@@ -30,8 +30,8 @@ def grid(rows, cols, panel, runs: dict, height=2.6, width=None, sharey=True, leg
          title=None):
     """Call panel(ax, run, row, col) for each cell (rows: models, columns: datasets, as in the paper);
     a cell without a run says so, and with `missing(row, col)` (e.g. `report.missing_text`) what
-    would fill it. width: of a panel, by default such that the figure fills the book's width (7 in)
-    with at most 3.4 in per panel; title(row, col): a panel's title (default "column — row")."""
+    would fill it. width: of a panel, by default such that the figure fills the book's width (7 in),
+    with at least 2.3 in per panel; title(row, col): a panel's title (default "column — row")."""
     theme()
     width = width or max(2.3, 7.0 / len(cols))
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(width * len(cols), height * len(rows)),

@@ -25,6 +25,7 @@ import torch
 from . import knn as knnlib
 from .errors import ConfigError
 from .metrics import agreement
+from .train import embed_batch
 
 
 @dataclass
@@ -147,7 +148,7 @@ def probe(model: torch.nn.Module, train, test, layer="embedding", k=30, metric="
     x_te, y_te = _as_tensors(test, "test")
     knnlib.check_k(max(ks), len(y_tr))
     device = torch.device(device) if device is not None else next(model.parameters(), torch.empty(0)).device
-    batch = batch or (1000 if device.type == "cuda" else 128)  # as train.embed: activations in cache
+    batch = batch or embed_batch(device)
     modules = {n: mods[n] for n in layers}
     f_tr, _ = _features(model, x_tr, modules, batch, device, normalize)
     f_te, logits = _features(model, x_te, modules, batch, device, normalize)
