@@ -79,6 +79,17 @@ def test_large_reference_set_is_exact():
         np.testing.assert_array_equal(search(q, x, 30, mt, chunk=64)[mt][1], i[:, :30])  # chunks
 
 
+def test_sample_rank_equals_sort():
+    # the threshold's rank-th smallest sampled value, on random, descending (every value is
+    # inserted) and tied inputs, and on a strided view as select_dense passes it
+    from dnnknn.knn_kernels import smallest_at
+    rng = np.random.default_rng(5)
+    for x in (rng.standard_normal(1042).astype(np.float32), np.arange(300, 0, -1, dtype=np.float32),
+              rng.integers(0, 4, 500).astype(np.float32), rng.random(5000, dtype=np.float32)[::7]):
+        for r in (0, 1, 7, 62, len(x) - 1):
+            assert smallest_at(x, r, np.empty(r + 1, np.float32)) == np.sort(x)[r]
+
+
 def test_ties_come_in_index_order():
     # 7000 copies of one point: they tie exactly and come out in index order, as in scikit-learn
     rng = np.random.default_rng(4)
