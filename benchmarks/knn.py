@@ -6,8 +6,8 @@
 Random unit vectors (like the L2-normalised embeddings). Prints each method's time, the ratios of
 dnnknn to faiss and to scikit-learn, dnnknn's time for k = 1, 5, 30, 100, 150, 1000 and both
 metrics (one search per metric; every k from it) against its L1 and L2 searches, the L2 search's
-GEMM alone (with the BLAS libraries loaded and the kernels they chose), and the peak memory above
-the inputs. Targets: L1 at least 4x faster than faiss's METRIC_L1, L2 no slower than faiss's
+GEMM alone and its selection alone (with the BLAS libraries loaded and the kernels they chose),
+and the peak memory above the inputs. Targets: L1 at least 4x faster than faiss's METRIC_L1, L2 no slower than faiss's
 IndexFlatL2. dnnknn and faiss L2 report the best of --repeat rounds (3), run in turn: this VM's
 speed drifts by 10-20%.
 On CUDA (when a GPU is present) it also prints queries per second for both metrics.
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from dnnknn.knn import KNNClassifier, search
+from dnnknn.knn_kernels import select_dense
 
 KS = (1, 5, 30, 100, 150, 1000)
 
@@ -156,6 +157,14 @@ def main(argv=None):
             K._distances("l2", qp[s:s + step], rp, buf[:min(nq, s + step) - s])
     g = min(timed(gemm_only)[0] for _ in range(a.repeat))
     print(f"| dnnknn L2's GEMM alone | {g:.2f} s, {2 * nq * nr * qp.shape[1] / g / 1e9:.0f} GFLOP/s | |")
+    vals, idxs = np.empty((nq, a.k), np.float32), np.empty((nq, a.k), np.int64)
+
+    def select_only():  # each chunk's selection, on the last chunk's distances
+        for s in range(0, nq, step):
+            e = min(nq, s + step)
+            select_dense(buf[:e - s], a.k, vals[s:e], idxs[s:e])
+    g = min(timed(select_only)[0] for _ in range(a.repeat))
+    print(f"| dnnknn L2's selection alone | {g:.2f} s, {nq * nr * 4 / g / 1e9:.1f} GB/s of distances read | |")
     for lib in threadpool_info():
         if lib["internal_api"] in ("openblas", "mkl"):
             print(f"  BLAS {lib['filepath'].split('/')[-1]}: {lib['internal_api']} {lib['version']}, "
