@@ -7,9 +7,9 @@ Random unit vectors (like the L2-normalised embeddings). Prints each method's ti
 dnnknn to faiss and to scikit-learn, dnnknn's time for k = 1, 5, 30, 100, 150, 1000 and both
 metrics (one search per metric; every k from it) against its L1 and L2 searches, the L2 search's
 GEMM alone and its selection alone (with the BLAS libraries loaded and the kernels they chose),
-and the peak memory above the inputs. Targets: L1 at least 4x faster than faiss's METRIC_L1, L2 no slower than faiss's
-IndexFlatL2. dnnknn and faiss L2 report the best of --repeat rounds (3), run in turn: this VM's
-speed drifts by 10-20%.
+and the peak memory above the inputs. Targets: L1 at least 4x faster than faiss's METRIC_L1, L2
+no slower than faiss's IndexFlatL2. dnnknn and faiss L2 report the best of --repeat rounds (3),
+run in turn: this VM's speed drifts by 10-20%.
 On CUDA (when a GPU is present) it also prints queries per second for both metrics.
 """
 from __future__ import annotations
