@@ -23,6 +23,21 @@ WEIGHT_DECAY_RULES = ("authors", "paper-text")
 # "fp32": the paper's; "bf16": bf16 autocast for training and embedding; "bf16-train": bf16
 # autocast for the training steps only, every evaluation (embedding, DNN predictions, k-NN) in fp32
 PRECISIONS = ("fp32", "bf16", "bf16-train")
+# What the crop's 2-pixel border holds. "black": the authors' order (pad the raw image with black,
+# crop, then standardise the crop; `lib/datasets/dataset_wrapper.py` at 48646ef); "zero": dnnknn
+# 0.2's (standardise, then pad with zeros: the image's mean grey, no second standardisation).
+PAD_FILLS = ("black", "zero")
+# New fields at these values describe what dnnknn 0.2 did: left out of a run's identity, so that
+# the runs made before the field existed keep their keys (and are found in results/).
+LEGACY_IDENTITY = {"pad_fill": ("zero", None), "full_eval_steps": (None,), "neighbour_images": (0,),
+                   "train_full": (True,)}
+# A record written by dnnknn 0.2 has no pad_fill: its border was the grey one
+RECORD_DEFAULTS = {"pad_fill": "zero"}
+# The authors' learning-rate drops, as fractions of the steps: CIFAR epochs 60/120/160 of 200
+# (`train_simple_cifar10.ini`); MNIST global steps 150/300/400 of 1,000 (`train_simple.ini` at 501a6cb)
+CIFAR_SCHEDULE = (0.3, 0.6, 0.8)
+MNIST_SCHEDULE = (0.15, 0.3, 0.4)
+MNIST_LIKE = ("mnist", "mnist5k")
 
 
 @dataclass(frozen=True)
@@ -43,13 +58,22 @@ class RunConfig:
     weight_decay: float | None = None  # the paper's rate; default per model and dataset, appendix A
     weight_decay_rule: str = "authors"  # how the rate becomes the L2 coefficient: see WEIGHT_DECAY_RULES
     augment: bool | None = None   # default True (sgd), False (gd)
+    pad_fill: str | None = None   # the augmentation's border, one of PAD_FILLS (default "black")
     eval_steps: tuple[int, ...] | None = None  # default: eval_schedule(steps)
+    # steps where every k, metric and PCA space is searched (default: every eval step); at the
+    # other eval steps only what the curves draw: the k nearest 30 with the first metric, no PCA
+    full_eval_steps: tuple[int, ...] | None = None
+    train_full: bool = True       # the training set's k-NN in every space too (False: the curves' only)
     ks: tuple[int, ...] = (30,)
     metrics: tuple[str, ...] = ("l1",)
     pca_dims: tuple[int, ...] = ()   # extra k-NN on PCA-reduced embeddings (appendix B: 64)
     eval_train: bool = False      # also evaluate on the training set
     train_eval_steps: tuple[int, ...] | None = None  # ...at these eval steps only (default: all)
     exclude_self: bool = False    # leave-one-out on the training set (the paper: False)
+    # test images (the same ones for every run of a dataset: `neighbour_queries`) whose nearest
+    # training images (index and distance, the first metric, on the embedding) are recorded at
+    # every evaluation
+    neighbour_images: int = 0
     probe_layers: tuple[str, ...] = ()  # k-NN on these layers at the last evaluation (section 4.2)
     probe_ks: tuple[int, ...] = (1, 5, 30, 100)  # ...with these k, the first metric, no PCA
     limit: tuple[int, int] | None = None  # keep only the first (n_train, n_test) images
@@ -64,10 +88,16 @@ class RunConfig:
         """Fill every default explicitly (so the hash names the real settings)."""
         gd = self.optimizer == "gd"
         ms = self.lr_milestones
-        if ms is None:  # CIFAR: epochs 60/120/160 of 200 = 30/60/80% of the steps; GD: 200, 300
+        if ms is None:  # GD: steps 200, 300 (appendix D); SGD: the authors' schedule (see above)
+            fractions = MNIST_SCHEDULE if self.dataset in MNIST_LIKE else CIFAR_SCHEDULE
             ms = (tuple(m for m in (200, 300) if m <= self.steps) if gd
-                  else tuple(int(self.steps * f) for f in (0.3, 0.6, 0.8)))
-        ev = self.eval_steps if self.eval_steps is not None else eval_schedule(self.steps)
+                  else tuple(int(self.steps * f) for f in fractions))
+        ev = tuple(sorted(set(self.eval_steps if self.eval_steps is not None else eval_schedule(self.steps))))
+        full = self.full_eval_steps
+        if full is not None:  # normalised: the eval steps among them; all of them = the default
+            full = tuple(sorted(set(full) & set(ev)))
+            full = None if full == ev else full
+        augment = self.augment if self.augment is not None else not gd
         is_wrn = self.model == "wrn"
         return dataclasses.replace(
             self,
@@ -79,13 +109,28 @@ class RunConfig:
             momentum=self.momentum if self.momentum is not None else (0.0 if gd else 0.9),
             weight_decay=(self.weight_decay if self.weight_decay is not None
                           else (0.0 if gd else paper_weight_decay(self.model, self.dataset))),
-            augment=self.augment if self.augment is not None else not gd,
-            eval_steps=tuple(sorted(set(ev))),
+            augment=augment,
+            pad_fill=(self.pad_fill or "black") if augment else None,
+            eval_steps=ev,
+            full_eval_steps=full,
             train_eval_steps=(tuple(sorted(set(self.train_eval_steps) & set(ev)))
                               if self.train_eval_steps is not None else None),
             ks=tuple(sorted(set(self.ks))),
+            metrics=tuple(dict.fromkeys(self.metrics)),  # the order matters: the first is the curves'
             pca_dims=tuple(sorted(set(self.pca_dims))),
+            probe_layers=tuple(dict.fromkeys(self.probe_layers)),
+            probe_ks=tuple(sorted(set(self.probe_ks))),
         )
+
+    def is_full_eval(self, step: int, split: str = "test") -> bool:
+        """Whether every k, metric and PCA space is searched at `step` on `split` (see
+        full_eval_steps and train_full); else only the curves' k and first metric."""
+        return (self.full_eval_steps is None or step in self.full_eval_steps) and (split == "test" or self.train_full)
+
+    @property
+    def curve_k(self) -> int:
+        """The k searched at every eval step: the one nearest 30 (the paper's)."""
+        return min(self.ks, key=lambda k: (abs(k - 30), k))
 
     @property
     def effective_weight_decay(self) -> float:
@@ -107,14 +152,23 @@ class RunConfig:
         unknown = set(d) - set(known)
         if unknown:
             raise ConfigError(f"unknown run option(s) {sorted(unknown)}; known: {sorted(known)}")
-        tuples = {"lr_milestones", "eval_steps", "train_eval_steps", "probe_ks", "ks", "metrics", "pca_dims", "probe_layers", "limit"}
+        tuples = {"lr_milestones", "eval_steps", "full_eval_steps", "train_eval_steps", "probe_ks", "ks", "metrics", "pca_dims", "probe_layers", "limit"}
         return cls(**{k: (tuple(v) if k in tuples and v is not None else v) for k, v in d.items()})
+
+    @classmethod
+    def from_record(cls, d: dict) -> "RunConfig":
+        """A stored run's config.json: a field it lacks (written before the field existed) takes
+        the value that describes what that version did (`RECORD_DEFAULTS`)."""
+        return cls.from_dict({**{k: v for k, v in RECORD_DEFAULTS.items() if k not in d}, **d})
 
     def identity(self) -> dict:
         """What determines the run's numbers: the resolved settings without the device, so a run
         made on a GPU or a cluster is found by a CPU build of the book."""
         d = self.resolve().to_dict()
         del d["device"]
+        for name, legacy in LEGACY_IDENTITY.items():
+            if d[name] in legacy:
+                del d[name]
         if self.dataset.startswith("imagefolder:"):  # its contents can change: key them
             from .data import imagefolder_fingerprint
             d["data_fingerprint"] = imagefolder_fingerprint(self.dataset.split(":", 1)[1])
@@ -203,7 +257,11 @@ def _validate(c: RunConfig):
     dims = 64 * (c.width or 10) if c.model == "wrn" else 640  # the embedding's size
     need(all(p <= dims for p in c.pca_dims),
          f"pca_dims must be at most the embedding's {dims} dimensions, got {c.pca_dims!r}")
-    for name in ("eval_steps", "lr_milestones", "train_eval_steps"):
+    need(_is_int(c.neighbour_images) and c.neighbour_images >= 0,
+         f"neighbour_images must be a non-negative integer, got {c.neighbour_images!r}")
+    need(c.pad_fill is None or c.pad_fill in PAD_FILLS,
+         f"pad_fill must be one of {PAD_FILLS} or None, got {c.pad_fill!r}")
+    for name in ("eval_steps", "lr_milestones", "train_eval_steps", "full_eval_steps"):
         v = getattr(c, name)
         need(v is None or (isinstance(v, tuple) and all(_is_int(s) and 0 <= s <= c.steps for s in v)),
              f"{name} must be a tuple of integers between 0 and steps={c.steps}, got {v!r}")
@@ -214,7 +272,7 @@ def _validate(c: RunConfig):
          f"limit must be None or (n_train, n_test), got {c.limit!r}")
     need(c.model == "wrn" or (c.depth is None and c.width is None),
          f"depth and width apply to the 'wrn' model only, not {c.model!r}")
-    for name in ("eval_train", "exclude_self"):
+    for name in ("eval_train", "exclude_self", "train_full"):
         need(isinstance(getattr(c, name), bool), f"{name} must be True or False")
     for name in ("augment",):
         need(getattr(c, name) is None or isinstance(getattr(c, name), bool), f"{name} must be True, False or None")

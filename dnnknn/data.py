@@ -46,6 +46,7 @@ class Dataset:
     num_classes: int
     flip: bool  # random horizontal flips in augmentation (CIFAR-like data)
     labels: str = "true"  # "true" or "random"
+    black_train: torch.Tensor | None = None  # (N,) a black pixel's standardised value per training image
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -54,7 +55,8 @@ class Dataset:
     def to(self, device) -> "Dataset":
         return Dataset(self.name, self.x_train.to(device), self.y_train.to(device),
                        self.x_test.to(device), self.y_test.to(device),
-                       self.num_classes, self.flip, self.labels)
+                       self.num_classes, self.flip, self.labels,
+                       None if self.black_train is None else self.black_train.to(device))
 
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}, train={tuple(self.x_train.shape)}, "
@@ -69,22 +71,37 @@ def default_data_dir() -> Path:
     return Path(base) / "dnnknn" / "data"
 
 
+def _centred(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x - mean, mean, max(std, 1/sqrt(#pixels))) per image, flattened to (N, C*H*W) and (N, 1).
+    Sums, not torch.std: 4x faster on a CPU (2.6 against 9.7 ms for 200 CIFAR images, 1 thread)."""
+    flat = x.reshape(len(x), -1)
+    n = flat.shape[1]
+    mean = flat.sum(1, keepdim=True) / n
+    c = flat - mean
+    std = ((c * c).sum(1, keepdim=True) / n).sqrt_().clamp_min_(1.0 / np.sqrt(n))
+    return c, mean, std
+
+
 def standardize(x: torch.Tensor) -> torch.Tensor:
     """Per-image standardisation: (x - mean) / max(std, 1/sqrt(#pixels)), over all pixels and
     channels of each image (tf.image.per_image_standardization). x: (N, C, H, W) float."""
-    n = x[0].numel()
-    flat = x.reshape(len(x), -1)
-    mean = flat.mean(1, keepdim=True)
-    std = flat.std(1, unbiased=False, keepdim=True).clamp_min(1.0 / np.sqrt(n))
-    return ((flat - mean) / std).reshape(x.shape)
+    c, _, std = _centred(x)
+    return c.div_(std).reshape(x.shape)
 
 
 def augment(x: torch.Tensor, flip: bool, generator: torch.Generator | None = None,
-            pad: int = 2) -> torch.Tensor:
-    """Random crop after zero padding (and random horizontal flip), vectorised over the batch.
-    x: (B, C, H, W) -> (B, C, H, W)."""
+            pad: int = 2, black: torch.Tensor | None = None) -> torch.Tensor:
+    """Random crop after padding (and random horizontal flip), vectorised over the batch.
+    x: (B, C, H, W) standardised images -> (B, C, H, W).
+
+    black: (B,) the standardised value of a black pixel in each image (`Dataset.black_train`): the
+    border is black and the crop is standardised again, which equals the authors' order (pad the
+    raw image with zeros, crop, standardise), since standardising ignores a positive scale and a
+    shift. None: the border is 0, the standardised image's mean grey (dnnknn 0.2)."""
     b, c, h, w = x.shape
     dev = x.device
+    if black is not None:
+        x = x - black.to(x.dtype)[:, None, None, None]  # black is 0 now, the padding's value
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     oy = torch.randint(0, 2 * pad + 1, (b,), device=dev, generator=generator)
     ox = torch.randint(0, 2 * pad + 1, (b,), device=dev, generator=generator)
@@ -96,7 +113,8 @@ def augment(x: torch.Tensor, flip: bool, generator: torch.Generator | None = Non
     cols = cols[:, None, None, :]  # (B, 1, 1, W)
     bi = torch.arange(b, device=dev)[:, None, None, None]
     ci = torch.arange(c, device=dev)[None, :, None, None]
-    return padded[bi, ci, rows, cols]
+    out = padded[bi, ci, rows, cols]
+    return out if black is None else standardize(out)
 
 
 def random_labels(num_train: int, num_test: int, num_classes: int, seed: int):
@@ -106,11 +124,13 @@ def random_labels(num_train: int, num_test: int, num_classes: int, seed: int):
             torch.randint(0, num_classes, (num_test,), generator=g))
 
 
-def _from_uint8(x: np.ndarray) -> torch.Tensor:
-    """(N, H, W) or (N, H, W, C) uint8 -> standardised (N, C, H, W) float32."""
+def _from_uint8(x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, H, W) or (N, H, W, C) pixels 0..255 -> standardised (N, C, H, W) float32, and (N,) the
+    standardised value of a black pixel (0) in each image."""
     t = torch.as_tensor(np.ascontiguousarray(x))
-    t = t[:, None] if t.ndim == 3 else t.permute(0, 3, 1, 2)
-    return standardize(t.float().contiguous())
+    t = (t[:, None] if t.ndim == 3 else t.permute(0, 3, 1, 2)).float().contiguous()
+    c, mean, std = _centred(t)
+    return c.div_(std).reshape(t.shape), (-mean / std).reshape(-1)
 
 
 def _mnist5k() -> tuple:
@@ -240,6 +260,11 @@ def _imagefolder(path: str) -> tuple:
     return (*out, len(classes))
 
 
+def _size(x: np.ndarray) -> str:
+    """'28x28' or '32x32x3' for an (N, H, W[, C]) array."""
+    return "x".join(str(n) for n in x.shape[1:])
+
+
 def _pixels_hash(*arrays) -> str:
     import hashlib
     h = hashlib.sha256()
@@ -352,10 +377,13 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, labels: str =
         raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if limit is not None:
         xtr, ytr, xte, yte = xtr[:limit[0]], ytr[:limit[0]], xte[:limit[1]], yte[:limit[1]]
-    x_train, x_test = _from_uint8(xtr), _from_uint8(xte)
+    if xtr.shape[1:] != xte.shape[1:]:
+        raise ConfigError(f"{name}: the training images are {_size(xtr)} and the test images {_size(xte)}; "
+                          f"a network takes one size: resize one of the splits")
+    (x_train, black_train), (x_test, _) = _from_uint8(xtr), _from_uint8(xte)
     y_train = torch.as_tensor(np.asarray(ytr), dtype=torch.int64)
     y_test = torch.as_tensor(np.asarray(yte), dtype=torch.int64)
     if labels == "random":
         y_train, y_test = random_labels(len(y_train), len(y_test), nc, label_seed)
     return Dataset(name, x_train, y_train, x_test, y_test, nc, flip=x_train.shape[1] == 3,
-                   labels=labels)
+                   labels=labels, black_train=black_train)

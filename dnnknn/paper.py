@@ -6,12 +6,13 @@ read from a run record.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import pandas as pd
 
 from . import report
 from .plots import name
-from .profiles import Params, seed_runs
+from .profiles import LEGACY_VARIANT, Params, seed_runs
 
 TABLE1 = {  # appendix B, Table 1: mean test accuracy (%) over 10 runs, Wide-ResNet-28-10; rows as
     # report.robustness_table's: k = 1, 1 + PCA, 5, 5 + PCA, 30, 30 + PCA, 150, 150 + PCA, 1000, 1000 + PCA
@@ -25,6 +26,42 @@ TABLE2 = {  # appendix C, Table 2: generalisation error (%), (DNN, k-NN)
     ("wrn", "mnist"): (0.6, 0.7), ("wrn", "cifar10"): (4.8, 4.8), ("wrn", "cifar100"): (21.1, 21.1),
     ("lenet", "mnist"): (0.3, 0.2), ("lenet", "cifar10"): (6.8, 7.9), ("lenet", "cifar100"): (39.1, 39.7),
     ("mlp640", "mnist"): (0.8, 0.4), ("mlp640", "cifar10"): (5.0, 4.9), ("mlp640", "cifar100"): (2.6, 5.3),
+}
+
+
+@dataclass(frozen=True)
+class Stated:
+    """A number as the paper prints it ("4.44", "≈ 0.997"), and where."""
+    text: str
+    where: str
+
+    @property
+    def value(self) -> float:
+        return float(self.text.lstrip("≈ "))
+
+    @property
+    def precision(self) -> float:
+        """Half a unit of the last printed digit; a whole unit where the paper writes "≈"."""
+        digits = len(self.text.split(".")[1]) if "." in self.text else 0
+        return 10.0 ** -digits * (1.0 if self.text.startswith("≈") else 0.5)
+
+
+# The numbers in the paper's text: (model, dataset, quantity) -> Stated. Dataset None: stated for
+# the model across datasets (LeNet's "ME roughly around 0.8" for Figures 3 (d)-(f)).
+STATED = {
+    ("mlp640", "mnist", "k-NN − DNN (%)"): Stated("4.44", "section 4.1"),
+    ("mlp640", "cifar10", "k-NN − DNN (%)"): Stated("4.52", "section 4.1"),
+    ("mlp640", "mnist", "MC"): Stated("≈ 0.997", "section 4.3"),
+    ("lenet", None, "MC"): Stated("≈ 1.0", "section 4.3, Figures 3 (d)–(f)"),
+    ("lenet", None, "ME"): Stated("≈ 0.8", "section 4.3, Figures 3 (d)–(f)"),
+    ("wrn", "cifar10", "MC"): Stated("0.999", "section 4.3"),
+    ("wrn", "cifar10", "ME"): Stated("0.965", "section 4.3"),
+    ("wrn", "mnist", "P_SAME"): Stated("0.9998", "section 4.3"),
+    ("wrn", "cifar10", "P_SAME"): Stated("0.9971", "section 4.3"),
+    ("wrn", "cifar100", "P_SAME"): Stated("0.981", "section 4.3"),
+    ("wrn", "mnist", "random-label training accuracy (%)"): Stated("100", "section 4.4"),
+    ("wrn", "cifar10", "random-label training accuracy (%)"): Stated("100", "section 4.4"),
+    ("wrn", "cifar100", "random-label training accuracy (%)"): Stated("99.972", "section 4.4"),
 }
 
 
@@ -47,18 +84,32 @@ def _final(run, split="test"):
     return run.final(split=split, k=30, metric="l1")
 
 
-# Per-run quantities (k = 30, L1, the last evaluation): name -> (function of a run, percent?)
+# Per-run quantities (k = 30, L1, the last evaluation): name -> function of a run
 QUANTITIES = {
     "DNN test acc (%)": lambda r: 100 * _final(r).dnn_acc,
     "k-NN test acc (%)": lambda r: 100 * _final(r).knn_acc,
     "k-NN − DNN (%)": lambda r: 100 * (_final(r).knn_acc - _final(r).dnn_acc),
-    "|k-NN − DNN| (%)": lambda r: 100 * abs(_final(r).knn_acc - _final(r).dnn_acc),
     "MC": lambda r: _final(r).MC,
     "ME": lambda r: _final(r).ME,
     "P_SAME": lambda r: _final(r).P_SAME,
     "DNN generalisation gap (%)": lambda r: report.generalization_gaps(r)[0],
     "k-NN generalisation gap (%)": lambda r: report.generalization_gaps(r)[1],
+    "DNN random-label training accuracy (%)": lambda r: 100 * _final(r, "train").dnn_acc,
+    "k-NN random-label training accuracy (%)": lambda r: 100 * _final(r, "train").knn_acc,
 }
+
+
+def digits(quantity: str) -> int:
+    """Decimals shown for a quantity: 2 for percentages, 4 for probabilities."""
+    return 2 if "(%)" in quantity else 4
+
+
+def stated_rows():
+    """(model, dataset, our quantity, Stated) for every number in the paper's text; the random-label
+    accuracy is stated for the DNN and the k-NN alike."""
+    for (model, dataset, q), st in STATED.items():
+        for quantity in ([f"DNN {q}", f"k-NN {q}"] if q.startswith("random-label") else [q]):
+            yield model, dataset, quantity, st
 
 
 def _quick_column(quick: Params) -> str:
@@ -69,54 +120,52 @@ def _quick_column(quick: Params) -> str:
 
 def side_by_side(quick: Params, full: Params) -> pd.DataFrame:
     """The numbers in the paper's text (sections 4.1, 4.3, 4.4), ours beside them: the paper
-    profile as mean ± std over its seeds, with whether the paper's value lies within 2 std."""
+    profile as mean ± std over its seeds, with whether the paper's value lies within 2 std. A value
+    the paper states for a model across datasets is set beside our MNIST runs."""
     rows = []
-
-    def add(what, paper_text, paper, quantity, model, dataset, kind="main"):
-        fn = QUANTITIES[quantity] if isinstance(quantity, str) else quantity
-        digits = 2 if "(%)" in what else 4
-        runs = seed_runs(full, model, dataset, kind)
+    for model, dataset, quantity, st in stated_rows():
+        ours_d = dataset or "mnist"
+        kind = "random" if "random-label" in quantity else "main"
+        fn = QUANTITIES[quantity]
+        runs = seed_runs(full, model, ours_d, kind)
         vals = [fn(r) for r in runs]
-        qruns = seed_runs(dataclasses.replace(quick, n_runs=1), model, _quick_dataset(dataset), kind)
-        rows.append({"quantity": what, "paper": paper_text,
-                     "paper profile (mean ± std over seeds)": report.fmt_spread(vals, digits),
-                     "paper value within 2 std": within(paper, vals),
-                     f"{_quick_column(quick)}, 1 run": report.fmt_spread([fn(r) for r in qruns], digits)
-                     if _quick_dataset(dataset) else "no such data offline",
-                     "paper-profile runs": ", ".join(r.key for r in runs) or full.how_to_fill(
-                         full.main_config(dataset, model) if kind == "main" else full.random_config(dataset, model))})
-
-    add("MLP-640, MNIST: |k-NN − DNN| test accuracy (%)", "4.44", 4.44, "|k-NN − DNN| (%)", "mlp640", "mnist")
-    add("MLP-640, CIFAR-10: |k-NN − DNN| test accuracy (%)", "4.52", 4.52, "|k-NN − DNN| (%)", "mlp640", "cifar10")
-    add("MLP-640, MNIST: MC", "≈ 0.997", 0.997, "MC", "mlp640", "mnist")
-    add("LeNet, MNIST: ME", "≈ 0.8", 0.8, "ME", "lenet", "mnist")
-    add("Wide-ResNet, CIFAR-10: MC", "0.999", 0.999, "MC", "wrn", "cifar10")
-    add("Wide-ResNet, CIFAR-10: ME", "0.965", 0.965, "ME", "wrn", "cifar10")
-    for d, v in (("mnist", 0.9998), ("cifar10", 0.9971), ("cifar100", 0.981)):
-        add(f"Wide-ResNet, {name(d)}: P_SAME (test)", f"{v}", v, "P_SAME", "wrn", d)
-    for d, v in (("mnist", 100.0), ("cifar10", 100.0), ("cifar100", 99.972)):
-        add(f"Wide-ResNet, {name(d)}, random labels: DNN training accuracy (%)", f"{v:g}", v,
-            lambda r: 100 * _final(r, "train").dnn_acc, "wrn", d, kind="random")
-        add(f"Wide-ResNet, {name(d)}, random labels: k-NN training accuracy (%)", f"{v:g}", v,
-            lambda r: 100 * _final(r, "train").knn_acc, "wrn", d, kind="random")
+        qruns = seed_runs(dataclasses.replace(quick, n_runs=1), model, _quick_dataset(ours_d), kind)
+        cfg = full.main_config(ours_d, model) if kind == "main" else full.random_config(ours_d, model)
+        rows.append({"quantity": f"{name(model)}, {name(dataset) if dataset else 'all datasets (ours: MNIST)'}: {quantity}",
+                     "paper": st.text, "where": st.where,
+                     "paper profile (mean ± std over seeds)": report.fmt_spread(vals, digits(quantity)),
+                     "paper value within 2 std": within(st.value, vals),
+                     f"{_quick_column(quick)}, 1 run": report.fmt_spread([fn(r) for r in qruns], digits(quantity))
+                     if _quick_dataset(ours_d) else "no such data offline",
+                     "paper-profile runs": ", ".join(r.key for r in runs) or full.how_to_fill(cfg)})
     return pd.DataFrame(rows).set_index("quantity")
 
 
-def seed_summary(full: Params, dataset: str = "mnist", models=("mlp640", "lenet")) -> pd.DataFrame:
+def seed_summary(full: Params, dataset: str = "mnist", models=("mlp640", "lenet"), legacy: bool = True) -> pd.DataFrame:
     """Every measure at the end of training (k = 30, L1), mean ± std over the paper profile's
-    seeds, with the paper's value where it states one."""
-    stated = {("mlp640", "|k-NN − DNN| (%)"): 4.44, ("mlp640", "MC"): 0.997, ("lenet", "ME"): 0.8}
+    seeds, with the paper's value where it states one; with `legacy`, the same for the runs
+    dnnknn 0.2 made (`profiles.LEGACY_VARIANT`) beside them."""
+    stated = {(m, q): st.value for m, d, q, st in stated_rows() if d in (dataset, None)}
     for (m, d), (g_dnn, g_knn) in TABLE2.items():
         if d == dataset:
             stated[(m, "DNN generalisation gap (%)")], stated[(m, "k-NN generalisation gap (%)")] = g_dnn, g_knn
     rows = []
     for m in models:
         runs = seed_runs(full, m, dataset)
+        old = seed_runs(full, m, dataset, "legacy") if legacy else []
         for q, fn in QUANTITIES.items():
+            if "random-label" in q:
+                continue
             vals = [fn(r) for r in runs]
             paper = stated.get((m, q))
-            rows.append({"model": name(m), "quantity": q, "ours (mean ± std)": report.fmt_spread(vals, 4 if "%" not in q else 2),
-                         "paper": "—" if paper is None else f"{paper:g}", "paper value within 2 std": within(paper, vals)})
+            row = {"model": name(m), "quantity": q,
+                   "ours (mean ± std)": report.fmt_spread(vals, digits(q)),
+                   "paper": "—" if paper is None else f"{paper:g}", "paper value within 2 std": within(paper, vals)}
+            if legacy:
+                olds = [fn(r) for r in old]
+                row[f"{LEGACY_VARIANT}: ours"] = report.fmt_spread(olds, digits(q))
+                row[f"{LEGACY_VARIANT}: within 2 std"] = within(paper, olds)
+            rows.append(row)
     return pd.DataFrame(rows).set_index(["model", "quantity"])
 
 

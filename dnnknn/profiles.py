@@ -22,7 +22,7 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import RunConfig, eval_schedule
+from .config import CIFAR_SCHEDULE, RunConfig, eval_schedule
 from .errors import ConfigError
 from .runs import Run, RunStore
 
@@ -33,6 +33,7 @@ PAPER_DATASETS = ("mnist", "cifar10", "cifar100")
 TABLE1_KS = (1, 5, 30, 150, 1000)
 FIG2_KS = (1, 5, 30, 100)
 ALL_KS = tuple(sorted(set(TABLE1_KS) | set(FIG2_KS)))
+NEIGHBOUR_IMAGES = 64  # test images whose nearest training images the main runs record
 
 # Each profile's value for every parameter left at None (the one place these defaults live)
 QUICK = dict(datasets=("mnist5k",), models=("mlp640", "lenet", "wrn"), wrn_depth=10, wrn_width=1,
@@ -42,6 +43,9 @@ PAPER = dict(datasets=PAPER_DATASETS, models=("mlp640", "lenet", "wrn"), wrn_dep
              wrn_width=10, steps=None, eval_every=None, n_runs=10, random_limit=None,
              random_steps=None, gd_steps=400, gd_eval_every=20, gd_dataset="mnist", precision="fp32")
 
+
+# The paper-profile MNIST runs made by dnnknn 0.2, kept in results/ beside today's (page 09)
+LEGACY_VARIANT = "schedule at 30/60/80% of the steps, grey crop border (dnnknn 0.2)"
 
 NOT_RUN = "not run here"
 CPU_FILL = "`python -m dnnknn book --only paper/ -p train_missing true`"  # trains what fits a CPU
@@ -178,16 +182,29 @@ class Params:
         return {"depth": self.wrn_depth, "width": self.wrn_width} if model == "wrn" else {}
 
     def main_config(self, dataset: str, model: str, seed: int = 0) -> RunConfig:
-        """The shared run: test-set k-NN at every evaluation for all of Table 1's and Figure 2's
-        k, L1 and L2, with and without PCA-64; the training set at the last step (Table 2);
-        every layer probed at the last step (Figure 2)."""
+        """The shared run: the test set's k-NN at every evaluation with what the curves draw (k = 30,
+        the page's metric; Figures 1, 3, 4); at the last step every k of Table 1 and Figure 2, L1
+        and L2, with and without PCA-64 (Table 1), every layer (Figure 2), and the training set
+        with the curves' k and metric (Table 2); the nearest training images of a few test images
+        at every evaluation."""
         steps = self.steps_for(dataset)
         from .models import layer_names
         layers = layer_names(model, **self.model_options(model))
         return RunConfig(dataset=dataset, model=model, steps=steps, **self.model_options(model),
                          eval_steps=self.eval_steps_for(dataset), ks=tuple(sorted(set(ALL_KS) | set(self.ks))),
-                         metrics=("l1", "l2"), pca_dims=(64,), eval_train=True, train_eval_steps=(steps,),
+                         metrics=tuple(dict.fromkeys((self.metric, "l1", "l2"))), pca_dims=(64,),
+                         full_eval_steps=(steps,), eval_train=True, train_eval_steps=(steps,), train_full=False,
+                         neighbour_images=NEIGHBOUR_IMAGES,
                          probe_layers=layers, seed=seed, device=self.device_type, precision=self.train_precision)
+
+    def legacy_config(self, dataset: str, model: str, seed: int = 0) -> RunConfig:
+        """The main run as dnnknn 0.2 made it (`LEGACY_VARIANT`): the learning rate divided by 5 at
+        30/60/80% of the steps (the CIFAR schedule's proportions), the crop's border the
+        standardised image's mean grey, every space searched at every evaluation."""
+        steps = self.steps_for(dataset)
+        return dataclasses.replace(self.main_config(dataset, model, seed), pad_fill="zero", full_eval_steps=None,
+                                   neighbour_images=0, train_full=True,
+                                   lr_milestones=tuple(int(steps * f) for f in CIFAR_SCHEDULE))
 
     def random_config(self, dataset: str, model: str = "wrn", seed: int = 0) -> RunConfig:
         """Section 4.4 / appendix E: random labels, train and test evaluated at every step."""
@@ -228,8 +245,8 @@ class Params:
         def uniq(xs):
             return " ".join(dict.fromkeys(xs))
         return (f"`python -m dnnknn grid --profile {self.profile} --datasets {uniq(c.dataset for c in cfgs)} "
-                f"--models {uniq(c.model for c in cfgs)} --sections {uniq(section(c) for c in cfgs)}`, "
-                f"or the device check; then `python -m dnnknn import`")
+                f"--models {uniq(c.model for c in cfgs)} --sections {uniq(section(c) for c in cfgs)}` on a Slurm "
+                f"cluster, or `python -m dnnknn train` on a GPU box and `python -m dnnknn export`")
 
     def how_to_fill(self, cfg: RunConfig) -> str:
         """One line: 'not run here' and which command or device would fill the cell."""
@@ -287,10 +304,13 @@ def random_runs(P: Params, datasets=None, model: str = "wrn", seed: int = 0):
 
 def seed_runs(P: Params, model: str, dataset: str | None, kind: str = "main") -> list:
     """The runs of (model, dataset) over seeds 0 .. P.n_runs - 1 that the store holds (or that the
-    profile trains now); random-label runs use seed 0 only."""
+    profile trains now); random-label runs use seed 0 only. kind "legacy": the main runs as
+    dnnknn 0.2 made them (`Params.legacy_config`), read only."""
     if dataset is None:
         return []
-    seeds = range(P.n_runs) if kind == "main" else range(1)
-    cfgs = [P.main_config(dataset, model, s) if kind == "main" else P.random_config(dataset, model, s)
-            for s in seeds]
+    seeds = range(P.n_runs) if kind in ("main", "legacy") else range(1)
+    config = {"main": P.main_config, "legacy": P.legacy_config, "random": P.random_config}[kind]
+    cfgs = [config(dataset, model, s) for s in seeds]
+    if kind == "legacy":
+        return [r for r in (P.store().find(c) for c in cfgs) if r is not None]
     return [r for r in (P.get(c) for c in cfgs) if r is not None]

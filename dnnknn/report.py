@@ -78,6 +78,19 @@ def final_accuracy_table(runs: dict, split="test", k=30, metric="l1") -> "pd.Dat
     return pd.DataFrame(rows).set_index(["model", "dataset"])
 
 
+def me_support(run, k=30, metric="l1", split="test") -> str:
+    """'ME from N mistakes, standard error S': how many of the DNN's mistakes ME is computed on at
+    the last evaluation, and its binomial standard error sqrt(ME (1 - ME) / N)."""
+    import math
+
+    f = run.final(split=split, k=k, metric=metric)
+    n = len(run.predictions()[f"labels/{split}"])
+    wrong = round((1 - f.dnn_acc) * n)
+    if wrong == 0 or math.isnan(f.ME):
+        return "ME undefined (no mistake)"
+    return f"ME from {wrong} mistakes of {n:,}, standard error {math.sqrt(f.ME * (1 - f.ME) / wrong):.3f}"
+
+
 def generalization_gaps(run, k=30, metric="l1") -> tuple[float, float]:
     """Appendix C: (DNN, k-NN) train accuracy - test accuracy (%) at the last evaluation."""
     from .metrics import generalization_error

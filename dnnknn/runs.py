@@ -111,7 +111,7 @@ class Run:
         self.path = Path(path)
         verify(self.path)
         try:
-            self.config = RunConfig.from_dict(json.loads((self.path / "config.json").read_text()))
+            self.config = RunConfig.from_record(json.loads((self.path / "config.json").read_text()))
             self.meta = json.loads((self.path / "meta.json").read_text())
             self.measures = pd.read_csv(self.path / "measures.csv")
             self.losses = pd.read_csv(self.path / "losses.csv")

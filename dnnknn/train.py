@@ -151,6 +151,21 @@ def pred_key(step: int, split: str, layer: str | None = None, metric=None, k=Non
     return f"{step}/{split}/dnn" if layer is None else f"{step}/{split}/{layer}/{metric}/{k}/{pca}"
 
 
+NEIGHBOURS = 5  # nearest training images recorded per chosen test image (cfg.neighbour_images)
+
+
+def neighbour_queries(n_test: int, count: int) -> np.ndarray:
+    """The test images whose neighbours a run records: `count` of them drawn once from seed 0, the
+    same for every run of a dataset (sorted indices)."""
+    return np.sort(np.random.default_rng(0).choice(n_test, min(count, n_test), replace=False)).astype(np.int32)
+
+
+def neighbour_key(step: int, what: str) -> str:
+    """predictions.npz names: "<step>/neighbours/index" and ".../distance", (queries, NEIGHBOURS)
+    nearest first; the test images queried are "neighbours/queries"."""
+    return f"{step}/neighbours/{what}"
+
+
 def evaluate(model, data: Dataset, cfg: RunConfig, step: int, rec: Records, layers=("embedding",)):
     """Record predictions and measures at `step` for each layer (k-NN fitted on the training
     set's features of that layer) on the test set, and on the training set when asked."""
@@ -164,17 +179,27 @@ def evaluate(model, data: Dataset, cfg: RunConfig, step: int, rec: Records, laye
             raise TrainingDiverged(
                 f"the network's {bad[0]} on the {split} set became NaN or infinite by step {step} of "
                 f"{cfg.label()} (lr {lr_at(cfg, max(step - 1, 0)):g}); lower the learning rate (--lr)")
+    if cfg.neighbour_images:
+        q = neighbour_queries(len(labels["test"]), cfg.neighbour_images)
+        metric = cfg.metrics[0]
+        dist, idx = knnlib.search(feats["test"]["embedding"][q], feats["train"]["embedding"],
+                                  min(NEIGHBOURS, len(labels["train"])), (metric,), device=cfg.device)[metric]
+        rec.arrays.setdefault("neighbours/queries", q)
+        rec.arrays[neighbour_key(step, "index")] = idx.astype(np.int32)
+        rec.arrays[neighbour_key(step, "distance")] = dist.astype(np.float32)
     for split in ("test", "train") if on_train else ("test",):
         dnn = feats[split]["logits"].argmax(1).numpy()
         rec.arrays[pred_key(step, split)] = dnn.astype(np.int16)
         rec.arrays.setdefault(f"labels/{split}", labels[split].astype(np.int16))
         for layer in layers:
-            # the embedding: every k, metric and PCA space; another probed layer: probe_ks, first metric
-            emb = layer == "embedding"
+            # the embedding: every k, metric and PCA space (at a full step; else the curves' k and
+            # metric); another probed layer: probe_ks, the first metric
+            emb, full = layer == "embedding", cfg.is_full_eval(step, split)
+            ks, metrics, pca = ((cfg.ks, cfg.metrics, cfg.pca_dims) if full else ((cfg.curve_k,), cfg.metrics[:1], ())
+                                ) if emb else (cfg.probe_ks, cfg.metrics[:1], ())
             preds = knnlib.predict_spaces(
                 feats["train"][layer].numpy(), labels["train"], feats[split][layer].numpy(), data.num_classes,
-                cfg.ks if emb else cfg.probe_ks, cfg.metrics if emb else cfg.metrics[:1],
-                cfg.pca_dims if emb else (), exclude_self=cfg.exclude_self and split == "train", device=cfg.device)
+                ks, metrics, pca, exclude_self=cfg.exclude_self and split == "train", device=cfg.device)
             for (metric, k, p), pred in preds.items():
                 rec.arrays[pred_key(step, split, layer, metric, k, p)] = pred.astype(np.int16)
                 rec.rows.append({"step": step, "split": split, "layer": layer, "metric": metric,
@@ -259,7 +284,8 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
             idx = order(step)
             x, y = (data.x_train, data.y_train) if idx is None else (data.x_train[idx], data.y_train[idx])
             if cfg.augment:
-                x = augment(x, data.flip, _step_generator(dev, cfg.seed, 2, step))
+                black = None if cfg.pad_fill == "zero" else data.black_train if idx is None else data.black_train[idx]
+                x = augment(x, data.flip, _step_generator(dev, cfg.seed, 2, step), black=black)
             x = x.contiguous(memory_format=fmt)
             lr = lr_at(cfg, step)
             for group in opt.param_groups:
@@ -317,7 +343,8 @@ def train_module(model: torch.nn.Module, data: Dataset, steps: int, batch: int =
         x, y = (data.x_train, data.y_train) if idx is None else (data.x_train[idx], data.y_train[idx])
         x, y = x.to(dev), y.to(dev)
         if augment_batches:
-            x = augment(x, data.flip, _step_generator(dev, seed, 2, step))
+            black = data.black_train if data.black_train is None or idx is None else data.black_train[idx]
+            x = augment(x, data.flip, _step_generator(dev, seed, 2, step), black=black)
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -44,6 +44,37 @@ def test_augment_is_a_shifted_crop_and_flip():
     assert torch.equal(same, augment(x, False, torch.Generator().manual_seed(3)))
 
 
+def test_black_border_equals_the_authors_order():
+    """Pad the raw image with black, crop, then standardise (the authors' order), computed here
+    by hand, equals `augment` on standardised images with `black`; the 0.2 order differs."""
+    from dnnknn.data import _from_uint8
+
+    raw = np.random.default_rng(0).integers(0, 256, (6, 12, 12, 3), dtype=np.uint8)
+    raw[0, :6] = 0  # a black half: the border blends in
+    x, black = _from_uint8(raw)
+    r = torch.as_tensor(raw).permute(0, 3, 1, 2).float()
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    ours = augment(x, True, g1, black=black)
+    crops = augment(r, True, g2)  # the same offsets and flips on the raw pixels: zero = black
+    torch.testing.assert_close(ours, standardize(crops), atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours.mean((1, 2, 3)), torch.zeros(6), atol=1e-5, rtol=0)
+    old = augment(x, True, torch.Generator().manual_seed(5))  # grey border, not standardised again
+    assert (old - ours).abs().max() > 0.1
+    d = load_dataset("mnist5k", limit=(50, 10))  # MNIST's background is black: the border continues it
+    assert torch.allclose(d.black_train, d.x_train.reshape(50, -1).min(1).values, atol=1e-5)
+
+
+def test_test_images_of_another_size_are_refused(tmp_path):
+    from PIL import Image
+
+    for split, size in (("train", 8), ("test", 10)):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            Image.new("L", (size, size), 3).save(tmp_path / split / c / "0.png")
+    with pytest.raises(ConfigError, match="training images are 8x8 and the test images 10x10"):
+        load_dataset(f"imagefolder:{tmp_path}")
+
+
 def test_random_labels_fixed_by_seed():
     d1 = load_dataset("mnist5k", labels="random", label_seed=4)
     d2 = load_dataset("mnist5k", labels="random", label_seed=4)

@@ -52,6 +52,62 @@ def test_run_records_and_cache(store_dir, monkeypatch):
     pd.testing.assert_frame_equal(again.measures, m)
 
 
+def test_mnist_schedule_is_the_authors():
+    """MNIST SGD: the rate divided by 5 at steps 150, 300, 400 of 1,000 (the authors' MNIST
+    configuration), at the same fractions of other step counts; CIFAR keeps 30/60/80%."""
+    assert RunConfig(dataset="mnist", steps=1000).resolve().lr_milestones == (150, 300, 400)
+    assert RunConfig(dataset="mnist5k", steps=300).resolve().lr_milestones == (45, 90, 120)
+    assert RunConfig(dataset="cifar10-jpeg", steps=1000).resolve().lr_milestones == (300, 600, 800)
+    assert RunConfig(dataset="mnist", optimizer="gd", steps=400).resolve().lr_milestones == (200, 300)
+    c = RunConfig(dataset="mnist", steps=1000).resolve()
+    assert [lr_at(c, s) for s in (149, 150, 300, 400, 999)] == pytest.approx([0.1, 0.02, 0.004, 0.0008, 0.0008])
+    assert c.pad_fill == "black" and RunConfig(optimizer="gd").resolve().pad_fill is None
+
+
+def test_new_fields_at_their_legacy_values_keep_the_old_keys():
+    """A run described as dnnknn 0.2 made it (grey border, every space at every step, no
+    neighbours) has the key it had then; the new defaults make another run."""
+    old = RunConfig(dataset="mnist", lr_milestones=(300, 600, 800), pad_fill="zero")
+    assert "pad_fill" not in old.identity() and "full_eval_steps" not in old.identity()
+    assert "neighbour_images" not in old.identity() and "train_full" not in old.identity()
+    new = RunConfig(dataset="mnist", lr_milestones=(300, 600, 800))
+    assert new.key("v") != old.key("v") and new.identity()["pad_fill"] == "black"
+    # equivalent descriptions share one key
+    assert RunConfig(metrics=("l1", "l1")).key("v") == RunConfig(metrics=("l1",)).key("v")
+    assert RunConfig(steps=20, eval_steps=(0, 10, 20), full_eval_steps=(0, 10, 20)).key("v") == \
+        RunConfig(steps=20, eval_steps=(0, 10, 20)).key("v")
+    assert RunConfig(metrics=("l2", "l1")).key("v") != RunConfig(metrics=("l1", "l2")).key("v")  # first: the curves'
+
+
+def test_full_spaces_only_where_asked_and_neighbours_recorded(tmp_path):
+    """At steps outside full_eval_steps only the curves' k and metric are searched; the
+    recorded neighbours are the embedding's nearest training images."""
+    from dnnknn.train import neighbour_key, neighbour_queries
+
+    cfg = RunConfig(**{**TINY, "ks": (1, 5, 30), "pca_dims": (8,), "full_eval_steps": (30,),
+                       "train_eval_steps": (30,), "train_full": False, "neighbour_images": 6})
+    run = RunStore(tmp_path).get(cfg, progress=False)
+    m = run.measures
+    mid = m[m.step < 30]
+    assert set(zip(mid.split, mid.metric, mid.k, mid.pca)) == {("test", "l1", 30, 0)}
+    assert set(zip(m[m.split == "train"].metric, m[m.split == "train"].k)) == {("l1", 30)}
+    last = m[(m.step == 30) & (m.split == "test")]
+    assert set(zip(last.metric, last.k, last.pca)) == {(mt, k, p) for mt in ("l1", "l2") for k in (1, 5, 30)
+                                                        for p in (0, 8)}
+    p = run.predictions()
+    q = p["neighbours/queries"]
+    assert np.array_equal(q, neighbour_queries(200, 6)) and len(set(q)) == 6
+    for step in (0, 10, 20, 30):
+        assert p[neighbour_key(step, "index")].shape == (6, 5)
+    d = p[neighbour_key(30, "distance")]
+    assert (np.diff(d, axis=1) >= 0).all() and not np.array_equal(p[neighbour_key(0, "index")],
+                                                                  p[neighbour_key(30, "index")])
+    # the 1-NN of each recorded image is the one the stored 1-NN prediction voted for
+    y_train = dnnknn.data.load_dataset("mnist5k", limit=(600, 200)).y_train.numpy()
+    pred1 = p[pred_key(30, "test", "embedding", "l1", 1, 0)][q]
+    assert np.array_equal(y_train[p[neighbour_key(30, "index")][:, 0]], pred1)
+
+
 def test_same_seed_same_numbers_other_seed_differs(tmp_path):
     a = RunStore(tmp_path / "a").get(RunConfig(**TINY), progress=False)
     b = RunStore(tmp_path / "b").get(RunConfig(**TINY), progress=False)
