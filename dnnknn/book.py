@@ -45,6 +45,19 @@ def pages(toc: Path = BOOK / "_toc.yml") -> list[tuple[str, str, dict]]:
 PAGES = pages()
 
 
+def select(pages: list, only: list[str], profile: str | None = None) -> list:
+    """The pages `--only` names, by prefix of their path in book/: "01" is the quick page
+    01_...; a paper-profile page only when named with its folder ("paper/01"), or with
+    --profile paper."""
+    folder = "paper/" if profile == "paper" else ""
+
+    def hit(page: str, o: str) -> bool:
+        o = o if "/" in o else folder + o
+        return page.startswith(o) and page.count("/") == o.count("/")
+
+    return [p for p in pages if any(hit(p[1], o) for o in only)]
+
+
 def _parse_value(text: str):
     try:
         return json.loads(text)
@@ -121,6 +134,19 @@ def build(warnings_as_errors: bool = True, book: Path = BOOK) -> Path:
     return Path(book).parent / "_build" / "html" / "index.html"  # beside _config.yml
 
 
+def _worker_init():
+    """A page worker: in its own process group, so that Ctrl-C reaches the driver only; the
+    driver's SIGTERM unwinds it (papermill stops the kernel, the page's temporary file goes)."""
+    import signal
+
+    os.setpgrp()
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def _run_page(job: tuple) -> dict:
     """One page in a worker process: its kernel gets `threads` threads (torch, BLAS, numba), and
     the runs it trains are marked with its name (meta.json "page") for the timing table."""
@@ -136,7 +162,7 @@ def _run_page(job: tuple) -> dict:
     logging.getLogger("papermill").addFilter(lambda r: "Passed unknown parameter" not in r.getMessage())
     start = time.time()
     t = execute(src, page, params, book=book)
-    t["page"], t["train"], t["knn"] = page, *_train_eval_seconds(page, start)
+    t["page"], t["train"], t["knn"] = page, *_train_eval_seconds(page, start, params.get("runs_dir"))
     return t
 
 
@@ -167,7 +193,7 @@ def run_pages(todo: list, extra: dict, jobs: int, book: Path = BOOK) -> tuple[li
                   key=lambda p: (p[0].startswith("09_"), -_recorded_wall(p[1])))
     print(f"{len(todo)} pages, {jobs} at a time ({threads} thread{'s' * (threads > 1)} each)", flush=True)
     times, futures = [], {}
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init) as pool:
         def submit(some):
             for src, page, params in some:
                 futures[pool.submit(_run_page, (src, page, {**params, **extra}, threads, book))] = page
@@ -185,7 +211,13 @@ def run_pages(todo: list, extra: dict, jobs: int, book: Path = BOOK) -> tuple[li
         except BaseException:
             for f in pending:
                 f.cancel()
+            for proc in list(getattr(pool, "_processes", {}).values()):  # the running pages too
+                proc.terminate()
+            numba.kill()
             raise
+        finally:
+            for tmp in Path(book).rglob(".tmp-*.ipynb"):  # a page killed before its own clean-up
+                tmp.unlink(missing_ok=True)
     times.sort(key=lambda t: [p[1] for p in todo].index(t["page"]))
     return times, numba_s
 
@@ -197,11 +229,9 @@ def main(args) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     todo = PAGES
     if args.only:
-        todo = [p for p in PAGES if any(p[1].startswith(o) or p[0].startswith(o) for o in args.only)]
-        if args.profile:
-            todo = [p for p in todo if p[2].get("profile", "quick") == args.profile]
+        todo = select(PAGES, args.only, args.profile)
         if not todo:
-            raise ConfigError(f"no notebook matches {args.only}; pages: {[p[1] for p in PAGES]}")
+            raise ConfigError(f"no page matches {args.only}; pages: {[p[1].removesuffix('.ipynb') for p in PAGES]}")
     extra = {}
     for item in args.p or []:
         if len(item) != 2:
@@ -211,7 +241,10 @@ def main(args) -> int:
         extra["profile"] = args.profile
     from .profiles import Params
     for _, _, params in todo:  # a wrong parameter stops here, in one line, before any page runs
-        Params.from_notebook(**{**params, **extra})
+        P = Params.from_notebook(**{**params, **extra})
+        if P.device.startswith("cuda"):  # the pages train here, unlike a grid submitted from a login node
+            from .train import resolve_device
+            resolve_device(P.device)
     total, times, numba_s, html_s = time.time(), [], 0.0, None
     if not args.no_execute:
         times, numba_s = run_pages(todo, extra, max(1, args.jobs))
@@ -227,11 +260,11 @@ def main(args) -> int:
     return 0
 
 
-def _train_eval_seconds(page: str, since: float) -> tuple[float, float]:
+def _train_eval_seconds(page: str, since: float, runs_dir: str | None = None) -> tuple[float, float]:
     """(training, evaluation) seconds of the runs that `page` trained (meta.json "page") after
-    `since`, in the store the notebooks use (./runs, or $DNNKNN_RUNS)."""
+    `since`, in the store the notebooks use (-p runs_dir, else ./runs or $DNNKNN_RUNS)."""
     from .runs import default_store_dir
-    root = ROOT / default_store_dir()  # the notebooks run in ROOT; an absolute $DNNKNN_RUNS stays
+    root = ROOT / (Path(runs_dir).expanduser() if runs_dir else default_store_dir())  # an absolute path stays
     train = knn = 0.0
     for m in root.glob("*/meta.json"):
         if m.stat().st_mtime < since:

@@ -90,6 +90,25 @@ def summary(run) -> str:
         return last[cols].to_string(index=False)
 
 
+def _interrupted_text(a) -> str:
+    """What an interrupted command left: a training run's checkpoint, if it had written one."""
+    if a.command == "train":
+        from pathlib import Path
+
+        from .runs import RunStore
+        try:
+            store = RunStore(a.runs_dir)
+            ckpt = store.root / ".partial" / store.key(config_from_args(a)) / "ckpt.pt"
+        except Exception:  # noqa: BLE001 - only for the message
+            ckpt = Path("/nonexistent")
+        if ckpt.exists():
+            return f"the last checkpoint ({ckpt}) is kept; run the same command again to resume"
+        return "nothing was saved yet; run the same command again to start it"
+    if a.command == "book":
+        return "the pages that had not finished were left as they were"
+    return "stopped"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dnnknn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -200,7 +219,7 @@ def main(argv=None) -> int:
             cached = run is not None
             if run is None:
                 run = store.train(cfg, data_dir=a.data_dir, progress=not a.no_progress, wait=not a.no_wait)
-            print(f"{run.config.label()} - final evaluation at step {run.config.steps}"
+            print(f"{run.config.label()} - last evaluation at step {max(run.config.resolve().eval_steps)}"
                   + (" (from the run store, no training)" if cached else ""))
             print(summary(run))
             print(f"device: {run.meta['device_name']}; wall time {run.meta['wall_time_s']:.1f} s; "
@@ -209,8 +228,12 @@ def main(argv=None) -> int:
     except DnnKnnError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a read-only or vanished folder: what, where, and no traceback
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"error: {e.strerror or type(e).__name__}{where}; nothing unfinished was published: free the space "
+              f"or fix the folder, then run the same command again", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("interrupted: the last checkpoint is kept; run the same command again to resume",
-              file=sys.stderr)
+        print(f"interrupted: {_interrupted_text(a)}", file=sys.stderr)
         return 130
     return 0

@@ -113,8 +113,7 @@ class RunConfig:
             pad_fill=(self.pad_fill or "black") if augment else None,
             eval_steps=ev,
             full_eval_steps=full,
-            train_eval_steps=(tuple(sorted(set(self.train_eval_steps) & set(ev)))
-                              if self.train_eval_steps is not None else None),
+            train_eval_steps=_train_steps(self.train_eval_steps, ev),
             ks=tuple(sorted(set(self.ks))),
             metrics=tuple(dict.fromkeys(self.metrics)),  # the order matters: the first is the curves'
             pca_dims=tuple(sorted(set(self.pca_dims))),
@@ -186,6 +185,17 @@ class RunConfig:
         return f"{arch} on {r.dataset}{extra}, {r.optimizer.upper()} {r.steps} steps{prec}, seed {r.seed}"
 
 
+def _train_steps(asked, ev: tuple[int, ...]) -> tuple[int, ...] | None:
+    """train_eval_steps, checked: each must be an evaluation step (else no training-set row would
+    be computed there)."""
+    if asked is None:
+        return None
+    if bad := sorted(set(asked) - set(ev)):
+        raise ConfigError(f"train_eval_steps {bad} are not evaluation steps; the evaluation steps are "
+                          f"{list(ev)} (set them with --eval-steps / --eval-every)")
+    return tuple(sorted(set(asked)))
+
+
 def eval_schedule(steps: int, every: int | None = None) -> tuple[int, ...]:
     """The steps to evaluate at: 0, every `every` steps, and the last. By default 10 intervals, or
     20 from 10,000 steps on (the CIFAR runs' curves)."""
@@ -222,8 +232,9 @@ def _validate(c: RunConfig):
     need(c.optimizer in OPTIMIZERS, f"unknown optimizer {c.optimizer!r}; choose one of {OPTIMIZERS}")
     need(c.labels in ("true", "random"), f"labels must be 'true' or 'random', got {c.labels!r}")
     need(_is_int(c.steps) and c.steps > 0, f"steps must be a positive integer, got {c.steps!r}")
-    need(_is_int(c.seed), f"seed must be an integer, got {c.seed!r}")
-    need(_is_int(c.label_seed), f"label_seed must be an integer, got {c.label_seed!r}")
+    for name in ("seed", "label_seed"):  # the generators take (seed * 1,000,003 + ...) as a 64-bit int
+        v = getattr(c, name)
+        need(_is_int(v) and 0 <= v < 2**31, f"{name} must be an integer from 0 to 2**31 - 1, got {v!r}")
     need(c.batch_size is None or (_is_int(c.batch_size) and c.batch_size > 0)
          or (c.batch_size == 0 and c.optimizer == "gd" and not isinstance(c.batch_size, bool)),
          f"batch_size must be a positive integer, got {c.batch_size!r} "
@@ -232,8 +243,8 @@ def _validate(c: RunConfig):
     def number(v):
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
-    need(c.lr is None or (number(c.lr) and c.lr > 0),
-         f"lr (learning rate) must be a finite positive number, got {c.lr!r}")
+    need(c.lr is None or (number(c.lr) and 0 < c.lr < 3e38),
+         f"lr (learning rate) must be a positive number a float32 holds (below 3e38), got {c.lr!r}")
     for name in ("weight_decay", "momentum"):
         v = getattr(c, name)
         need(v is None or (number(v) and v >= 0), f"{name} must be a finite non-negative number, got {v!r}")

@@ -172,6 +172,11 @@ def _torchvision(name: str, root: Path, download: bool) -> tuple:
             te = cls(str(root), train=False, download=True)
     except Exception as e:  # noqa: BLE001 - any download or file error becomes one clear message
         why = " ".join(str(e).split()) or type(e).__name__
+        folder = root / {"mnist": "MNIST", "cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]
+        if folder.is_dir() and any(folder.rglob("*")):
+            raise DataNotFoundError(
+                f"dataset {name!r}: the files in {folder} cannot be read ({why[:120]}); they may be truncated "
+                f"or damaged: remove {folder} to download them again, or put whole copies there") from None
         raise DataNotFoundError(
             f"dataset {name!r} is not in {root} and could not be downloaded ({why}); put "
             f"torchvision's files there ({_FILES[name]}), pass another folder with --data-dir or "
@@ -202,7 +207,10 @@ def _imagefolder_files(root: Path) -> dict[str, list[Path]]:
             raise DataNotFoundError(f"imagefolder: {root / split} has no class folders; put images in {root / split}/<class>/")
         files[split] = []
         for c in cls:
-            imgs = sorted(p for p in (root / split / c).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            named = [p for p in (root / split / c).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+            if broken := [p for p in named if not p.exists()]:
+                raise DataNotFoundError(f"imagefolder: {broken[0]} is a broken link; remove it or restore its target")
+            imgs = sorted(p for p in named if p.is_file())  # a folder named x.png is no image
             if not imgs:
                 raise DataNotFoundError(f"imagefolder: class folder {root / split / c} holds no image "
                                         f"({', '.join(IMAGE_SUFFIXES)}); add images or remove the folder")
@@ -217,8 +225,9 @@ _FILE_HASHES: dict[tuple, str] = {}  # (path, size, mtime) -> sha256 of the cont
 
 
 def imagefolder_fingerprint(path: str) -> str:
-    """A hash of an image folder's file names and contents: part of a run's identity, so that
-    adding, removing or replacing images makes a new run, while a copy elsewhere keeps its key."""
+    """A hash of an image folder's file names (relative to the folder) and contents: part of a
+    run's identity, so that adding, removing or replacing images makes a new run. The folder's
+    path is part of the dataset's name (`imagefolder:<path>`), so a copy elsewhere is another run."""
     import hashlib
 
     root = Path(path).expanduser()
@@ -230,7 +239,7 @@ def imagefolder_fingerprint(path: str) -> str:
                 memo = (str(p), st.st_size, st.st_mtime_ns)
                 if memo not in _FILE_HASHES:
                     _FILE_HASHES[memo] = hashlib.sha256(p.read_bytes()).hexdigest()
-                h.update(f"{p.relative_to(root).as_posix()}\0{_FILE_HASHES[memo]}\n".encode())
+                h.update(f"{p.relative_to(root).as_posix()}\0{_FILE_HASHES[memo]}\n".encode("utf-8", "surrogateescape"))
     except DataNotFoundError as e:
         return f"unreadable: {e}"
     return h.hexdigest()[:16]
@@ -278,7 +287,20 @@ def pack_dataset(name: str, root, out, limit: tuple[int, int] | None = None) -> 
     back exactly: MNIST's uint8 pixels, the JPEG copy's JPEG bytes as they are on disk with a hash
     of the pixels decoded here (checked when read); both zlib-compressed. limit: the first (n_train, n_test)."""
     root, out = Path(root), Path(out)
+    made = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # removed again on failure
     out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _pack(name, root, out, limit)
+    except BaseException:
+        for p in made:  # deepest first; only folders left empty
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def _pack(name: str, root: Path, out: Path, limit) -> Path:
     tmp = out.with_name(out.name + ".tmp.npz")
     if name == "mnist":
         xtr, ytr, xte, yte, nc = _torchvision("mnist", root, download=False)
@@ -326,6 +348,17 @@ def _decode_jpegs(z, split: str) -> np.ndarray:
 
 
 def _from_pack(path: Path, limit) -> tuple:
+    try:
+        return _read_pack(path, limit)
+    except DataNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001 - truncated, garbled or foreign: one line
+        why = " ".join(str(e).split())[:100] or type(e).__name__
+        raise DataNotFoundError(f"the data pack {path} cannot be read ({type(e).__name__}: {why}); remove it "
+                                f"(the dataset is then read from its own files) or pack it again") from None
+
+
+def _read_pack(path: Path, limit) -> tuple:
     with np.load(path) as z:
         held = tuple(int(v) for v in z["limit"])
         if held != (0, 0) and (limit is None or limit[0] > held[0] or limit[1] > held[1]):
@@ -355,6 +388,9 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, labels: str =
         raise ConfigError(f"labels must be 'true' or 'random', got {labels!r}")
     given = root or os.environ.get("DNNKNN_DATA")
     root = Path(root).expanduser() if root else default_data_dir()
+    if given and root.exists() and not root.is_dir():
+        raise DataNotFoundError(f"data folder {root} is a file, not a folder; pass the folder that holds the "
+                                f"datasets (--data-dir or DNNKNN_DATA)")
     if name in TORCHVISION_DATASETS and given and not root.is_dir():
         raise DataNotFoundError(f"data folder {root} does not exist; pass the folder that holds "
                                 f"{_FILES[name]} (--data-dir or DNNKNN_DATA)")

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
+import zlib
 import tempfile
 import time
 from pathlib import Path
@@ -163,7 +165,18 @@ def estimate(cfg, data, dev) -> float:
 def run_call(call: str, data_dir: str, out: str, small: bool = False, device: str = "auto",
              budget: float = 480.0, runs_dir: str | None = None) -> Path:
     """Run a call's items that fit in `budget` seconds; records.tar.gz and summary.md in `out` are
-    rewritten after every item, so what finished comes back even if the call is cut short."""
+    rewritten after every item, so what finished comes back even if the call is cut short. Without
+    `runs_dir` the runs go to a temporary folder, removed at the end (their records are in `out`)."""
+    if runs_dir is not None:
+        return _run_call(call, data_dir, out, small, device, budget, runs_dir)
+    tmp = tempfile.mkdtemp(prefix="dnnknn-device-runs-")
+    try:
+        return _run_call(call, data_dir, out, small, device, budget, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_call(call, data_dir, out, small, device, budget, runs_dir) -> Path:
     import torch
 
     from .data import load_dataset
@@ -179,7 +192,6 @@ def run_call(call: str, data_dir: str, out: str, small: bool = False, device: st
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
-    runs_dir = runs_dir or tempfile.mkdtemp(prefix="dnnknn-device-runs-")
     P = _params(small, dev.type, data_dir, runs_dir)
     store = RunStore(runs_dir)
     lines = []
@@ -285,21 +297,23 @@ def check_out(out: Path):
 def import_archive(path: str | os.PathLike, to: str | os.PathLike | None = None) -> list[Path]:
     """Verify each run in a device archive against its manifest and publish it into `to`
     (default: the repository's results/)."""
-    from .runs import Run, RunStore, export
-
-    from .runs import DamagedRun
+    from .runs import RunStore, export
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no archive {path}; the device call writes $OUT/records.tar.gz")
     with tempfile.TemporaryDirectory() as tmp:
-        with tarfile.open(path) as tar:
-            tar.extractall(tmp, filter="data")  # refuses absolute paths and links out of tmp
+        try:
+            with tarfile.open(path) as tar:
+                tar.extractall(tmp, filter="data")  # refuses absolute paths and links out of tmp
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+            why = " ".join(str(e).split())[:100] or type(e).__name__
+            raise ConfigError(f"{path} is not a whole run archive ({type(e).__name__}: {why}); copy "
+                              f"records.tar.gz again from the GPU machine") from None
         keys = sorted(p.name for p in Path(tmp).iterdir() if p.is_dir())
+        if not keys:
+            raise ConfigError(f"{path} holds no run; the GPU machine's records.tar.gz has one folder per run")
         store = RunStore(tmp)
         for key in keys:  # all checked before any is published
-            run = Run(Path(tmp) / key)  # raises DamagedRun
-            if store.key(run.config) != key:
-                raise DamagedRun(f"run {key}: its configuration hashes to {store.key(run.config)} with this "
-                                 f"library version; it was made by another version and cannot be found here")
+            store._open(Path(tmp) / key)  # raises DamagedRun, also for a config that is not its key's
         return [export(store, key, to) for key in keys]

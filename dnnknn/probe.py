@@ -66,6 +66,8 @@ def _as_tensors(data, name: str):
     else:
         raise ConfigError(f"{name} must be a DataLoader, an (x, y) pair of tensors or a dataset name, "
                           f"got {type(data).__name__}")
+    if len(y) == 0:
+        raise ConfigError(f"{name}: the set is empty; give it at least one input")
     if y.ndim != 1 or len(x) != len(y) or y.dtype.is_floating_point:
         raise ConfigError(f"{name}: labels must be one integer class per input, got x {tuple(x.shape)} "
                           f"and y {tuple(y.shape)} ({y.dtype})")
@@ -123,12 +125,14 @@ def probe(model: torch.nn.Module, train, test, layer="embedding", k=30, metric="
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     layers = [layer] if isinstance(layer, str) else list(layer)
-    ks = [k] if isinstance(k, (int, np.integer)) and not isinstance(k, bool) else list(k)
+    ks = list(k) if isinstance(k, (list, tuple, range, np.ndarray)) else [k]
     metrics = [metric] if isinstance(metric, str) else list(metric)
     if not layers or not ks or not metrics:
         raise ConfigError("give at least one layer, one k and one metric")
     if any(not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1 for v in ks):
-        raise ConfigError(f"k must be positive integers, got {ks}")
+        raise ConfigError(f"k must be a positive integer or a list of them, got {k!r}")
+    if batch is not None and (not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch < 1):
+        raise ConfigError(f"batch must be a positive integer (inputs per forward pass), got {batch!r}")
     knnlib._check_metrics(tuple(metrics))
     mods = _module_names(model)
     for name in layers:

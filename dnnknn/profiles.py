@@ -128,9 +128,18 @@ class Params:
         from .knn import METRICS
         from .models import MODELS
 
-        for d in self.datasets:
-            if d not in DATASETS[:-1] and not d.startswith("imagefolder:"):  # the named ones
-                raise ConfigError(f"parameter 'datasets': unknown dataset {d!r}; allowed: {', '.join(DATASETS)}")
+        for name in ("datasets", "models"):
+            if not getattr(self, name):
+                raise ConfigError(f"parameter {name!r} must name at least one, got []")
+        for name, names in (("datasets", self.datasets), ("gd_dataset", (self.gd_dataset,))):
+            for d in names:
+                if d not in DATASETS[:-1] and not d.startswith("imagefolder:"):  # the named ones
+                    raise ConfigError(f"parameter {name!r}: unknown dataset {d!r}; allowed: {', '.join(DATASETS)}")
+        if self.random_limit is not None and (len(self.random_limit) != 2 or min(self.random_limit) <= 0):
+            raise ConfigError(f"parameter 'random_limit' must be two positive numbers of images (train, test), "
+                              f"got {list(self.random_limit)}")
+        if self.wrn_width < 1:
+            raise ConfigError(f"parameter 'wrn_width' must be a positive integer (10 in the paper), got {self.wrn_width}")
         for m in self.models:
             if m not in MODELS:
                 raise ConfigError(f"parameter 'models': unknown model {m!r}; allowed: {', '.join(MODELS)}")

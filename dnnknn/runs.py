@@ -74,9 +74,12 @@ def verify(folder: Path):
             raise DamagedRun(f"run {folder.name}: {MANIFEST} is damaged (no size and checksum for {f})")
         if not path.is_file():
             raise DamagedRun(f"run {folder.name}: {f} is missing")
-        if path.stat().st_size != want["bytes"] or _sha256(path) != want["sha256"]:
+        if path.stat().st_size != want["bytes"]:
             raise DamagedRun(f"run {folder.name}: {f} is damaged ({path.stat().st_size} bytes, "
                              f"{want['bytes']} expected)")
+        if _sha256(path) != want["sha256"]:
+            raise DamagedRun(f"run {folder.name}: {f} is damaged (its contents differ from the checksum "
+                             f"in {MANIFEST})")
 
 
 def default_store_dir() -> Path:
@@ -144,7 +147,13 @@ class Run:
 
     def final(self, **kw) -> pd.Series:
         """The last evaluation's row of `table(**kw)`."""
-        return self.table(**kw).iloc[-1]
+        t = self.table(**kw)
+        if t.empty:
+            c = self.config
+            raise ConfigError(f"run {self.key} has no rows for {kw or 'its defaults'} (it has splits "
+                              f"{sorted(set(self.measures.split))}, metrics {list(c.metrics)}, k {list(c.ks)}"
+                              f"{'' if c.eval_train else '; the training set was not evaluated: eval_train=True'})")
+        return t.iloc[-1]
 
     def last_step(self, **equal) -> pd.DataFrame:
         """Every measure of the last evaluation, filtered by column values (split="test", ...)."""
@@ -171,19 +180,30 @@ class RunStore:
     def find(self, cfg: RunConfig, quiet: bool = False) -> Run | None:
         """The finished run for `cfg`, verified against its manifest; a damaged copy is reported
         in one line (unless quiet) and skipped (a later copy, or a new run, takes its place)."""
-        key = self.key(cfg)
+        key = self.key(_as_config(cfg))
         for folder in [self.root, *self.extra]:
             if (folder / key).is_dir():
                 try:
-                    return Run(folder / key)
+                    return self._open(folder / key)
                 except DamagedRun as e:
                     if not quiet:
                         print(f"warning: {e} in {folder}; it will be recomputed", file=sys.stderr, flush=True)
         return None
 
+    def _open(self, folder: Path) -> Run:
+        """The run in `folder`, checked against its manifest and against its own key: a config.json
+        that describes another run than the folder's name (edited, or the folder renamed) is damage."""
+        run = Run(folder)
+        if self.key(run.config) != folder.name:
+            raise DamagedRun(f"run {folder.name}: its config.json describes another run (key "
+                             f"{self.key(run.config)}, under library version {__version__}): edited, or the "
+                             f"folder renamed")
+        return run
+
     def get(self, cfg: RunConfig, data_dir=None, progress: bool = True, train: bool = True) -> Run:
         """The run for `cfg`: from the store when there, else trained now (resuming from a
         checkpoint when one exists) and saved."""
+        cfg = _as_config(cfg)
         run = self.find(cfg)
         if run is not None:
             return run
@@ -198,15 +218,33 @@ class RunStore:
         from .data import load_dataset
         from .train import check_fits, resolve_device
 
+        cfg = _as_config(cfg)
         dev = resolve_device(cfg.device)
         rcfg = dataclasses.replace(cfg.resolve(), device=str(dev))  # as run; not in the key
         key = self.key(cfg)
+        self._check_writable(key)  # before the data is read or anything trained
         data = load_dataset(rcfg.dataset, data_dir, labels=rcfg.labels, label_seed=rcfg.label_seed,
                             limit=rcfg.limit)
         check_fits(rcfg, len(data.y_train))  # before anything is written
         with RunLock(self.root / ".partial" / f"{key}.lock", rcfg.label(), wait=wait):
             run = self.find(cfg, quiet=True)  # finished by the process we waited for
             return run if run is not None else self._train_locked(rcfg, key, dev, data, progress)
+
+    def _check_writable(self, key: str):
+        """The store can take this run: its folder can be created and written, and nothing that is
+        not a run folder sits where the run will go."""
+        where = self.root / key
+        if where.exists() and not where.is_dir():
+            raise ConfigError(f"{where} is a file where the run's folder should go; move it away or use "
+                              f"another --runs-dir")
+        p = self.root.absolute()
+        while not p.exists() and p != p.parent:  # the deepest folder that exists: where it will be made
+            p = p.parent
+        why = (f"{p} is a file" if not p.is_dir() else f"{p} is not writable"
+               if not os.access(p, os.W_OK | os.X_OK) else None)
+        if why:
+            raise ConfigError(f"the run store {self.root} cannot be written ({why}); pass a writable folder "
+                              f"with --runs-dir or DNNKNN_RUNS")
 
     def _train_locked(self, rcfg, key, dev, data, progress) -> Run:
         from .train import fit
@@ -258,11 +296,14 @@ class RunStore:
 def export(store: RunStore, key: str, to: str | os.PathLike | None = None) -> Path:
     """Copy a finished run's compact records (no checkpoints) into `to` (default results/),
     after checking them against their manifest (a damaged run is refused)."""
+    if not (isinstance(key, str) and len(key) == 16 and all(c in "0123456789abcdef" for c in key)):
+        raise ConfigError(f"{key!r} is not a run key (16 hex digits, a folder name in the store); "
+                          f"`python -m dnnknn export` lists them")
     src = store.root / key
     if not src.is_dir():
         raise ConfigError(f"no finished run {key!r} in {store.root}; `python -m dnnknn export` lists them")
     try:
-        verify(src)
+        store._open(src)
     except DamagedRun as e:
         raise DamagedRun(f"{e}: not exported; train it again (the same command) to recompute it") from None
     dest_root = Path(to) if to else Path(__file__).resolve().parents[1] / "results"
@@ -286,8 +327,13 @@ class RunLock:
             return json.loads(self.path.read_text() or "{}"), self.path.stat().st_mtime
         except FileNotFoundError:
             return None, 0.0
-        except (OSError, ValueError):
-            return {}, time.time()  # being written
+        except OSError:
+            return {}, time.time()
+        except ValueError:  # being written, or damaged: stale once its file is as old as a silent lock's
+            try:
+                return {}, self.path.stat().st_mtime
+            except OSError:
+                return None, 0.0
 
     @staticmethod
     def _alive(pid: int) -> bool:
@@ -370,6 +416,13 @@ class RunLock:
         self._stop.set()
         self.path.unlink(missing_ok=True)
         return False
+
+
+def _as_config(cfg) -> RunConfig:
+    if not isinstance(cfg, RunConfig):
+        raise ConfigError(f"a run is described by a RunConfig, got {type(cfg).__name__} {cfg!r}; e.g. "
+                          f"RunConfig(model='mlp640', dataset='mnist5k')")
+    return cfg
 
 
 def _publish(root: Path, key: str, fill) -> Path:

@@ -14,6 +14,7 @@ import functools
 import math
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,11 +242,21 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
     n_train = len(data.y_train)
     rec, start, wall = Records(), 0, 0.0
     if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        rec, start, wall = ck["records"], ck["step"], ck["wall"]
-        print(f"resuming {cfg.label()} from step {start}", flush=True)  # with or without a bar
+        try:
+            ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["opt"])
+            rec, start, wall = ck["records"], ck["step"], ck["wall"]
+            print(f"resuming {cfg.label()} from step {start}", flush=True)  # with or without a bar
+        except Exception as e:  # noqa: BLE001 - truncated, garbled or foreign: start afresh
+            why = " ".join(str(e).split())[:80] or type(e).__name__
+            print(f"warning: the checkpoint {ckpt_path} cannot be read ({type(e).__name__}: {why}); "
+                  f"starting {cfg.label()} from step 0", file=sys.stderr, flush=True)
+            ckpt_path.unlink()
+            torch.manual_seed(cfg.seed)  # the same initial model as a run that never had a checkpoint
+            model = build_model(cfg.model, data.shape, data.num_classes, depth=cfg.depth,
+                                width=cfg.width).to(dev).to(memory_format=fmt)
+            opt = make_optimizer(model, cfg)
 
     def save(step):
         tmp = ckpt_path.with_suffix(".tmp")

@@ -155,6 +155,6 @@ def test_import_refuses_a_run_keyed_by_another_version(tmp_path):
     other = tmp_path / "s" / "0000000000000000"
     shutil.copytree(run.path, other)
     write_archive([run, Run(other)], tmp_path / "records.tar.gz")
-    with pytest.raises(DamagedRun, match="0000000000000000: its configuration hashes to"):
+    with pytest.raises(DamagedRun, match="0000000000000000: its config.json describes another run"):
         import_archive(tmp_path / "records.tar.gz", tmp_path / "results")
     assert not (tmp_path / "results").exists()  # nothing published: all checked first

@@ -117,8 +117,9 @@ def test_two_processes_asking_for_one_run(tmp_path):
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
     assert outs[0][0].splitlines()[-1] == outs[1][0].splitlines()[-1]  # the same records folder
-    trained = [o for o, _ in outs if "from the run store" not in o]
-    assert len(trained) >= 1 and len([p for p in store.iterdir() if not p.name.startswith(".")]) == 1
+    # the other one either waited for the lock or found the finished run
+    trained = [o for o, e in outs if "from the run store" not in o and "waiting: " not in e]
+    assert len(trained) == 1 and len([p for p in store.iterdir() if not p.name.startswith(".")]) == 1
     assert not list((store / ".partial").glob("*.lock*"))
 
 
@@ -144,13 +145,14 @@ def test_a_live_holder_is_waited_for_or_refused(tmp_path):
         waiting = subprocess.Popen([sys.executable, "-m", "dnnknn", "train", "--no-progress", *CLI], cwd=ROOT,
                                    env={**os.environ, "DNNKNN_RUNS": str(tmp_path / "s")},
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(8)
+        first = waiting.stderr.readline()  # blocks until the waiter says it waits (the event, not a delay)
+        assert first.startswith("waiting: ") and f"PID {holder.pid}" in first, first
         assert waiting.poll() is None  # still waiting for the live holder
         holder.kill()  # the holder dies without releasing its lock: the waiter takes over
         holder.wait()  # (reaped: a zombie still answers kill(pid, 0))
         out, err = waiting.communicate(timeout=300)
         assert waiting.returncode == 0, err
-        assert "waiting: " in err and f"PID {holder.pid}" in err and "taking over the stale lock" in err
+        assert "taking over the stale lock" in err
     finally:
         holder.kill()
 
@@ -188,6 +190,14 @@ def test_imagefolder_runs_are_keyed_by_contents(tmp_path):
     _images(tmp_path / "img", 3)
     cfg = RunConfig(dataset=f"imagefolder:{tmp_path / 'img'}", steps=2, ks=(1,))
     before = cfg.key("v")
+    one = tmp_path / "img" / "train" / "a" / "0-0.png"
+    data = one.read_bytes()
+    one.write_bytes(data)  # rewritten, same bytes (a new mtime): the same run
+    os.utime(one, (1, 1))
+    assert cfg.key("v") == before
+    one.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # one byte changed: another run
+    assert cfg.key("v") != before
+    one.write_bytes(data)
     assert cfg.key("v") == before
     _images(tmp_path / "img", 2, seed=1)  # images added
     assert cfg.key("v") != before
