@@ -90,6 +90,13 @@ def execute(source: str, page: str, parameters: dict, cwd: Path = ROOT, book: Pa
                             progress_bar=False, log_output=True, request_save_on_cell_execute=False)
         wall = time.time() - t
         nb = json.loads(Path(tmp).read_text())
+        for cell in nb["cells"]:  # papermill's injected parameters: recorded in the metadata, not shown
+            tags = cell.get("metadata", {}).get("tags", [])
+            if "injected-parameters" in tags and "remove-cell" not in tags:
+                tags.append("remove-cell")
+        at = next((i + 1 for i, c in enumerate(nb["cells"]) if c["cell_type"] == "markdown"), 0)
+        nb["cells"].insert(at, {"cell_type": "markdown", "id": "rerun-box", "metadata": {},
+                                "source": rerun_box(page, pm.inspect_notebook(str(src)), parameters)})
         if Path(page).parent != Path("."):  # a second copy of a chapter: its own labels and title
             _relabel(nb, suffix=f"-{Path(page).parent.name}",
                      title=f" ({parameters.get('profile', 'quick')} profile)")
@@ -104,6 +111,36 @@ def execute(source: str, page: str, parameters: dict, cwd: Path = ROOT, book: Pa
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def rerun_box(page: str, declared: dict, given: dict) -> str:
+    """Markdown for the box under a page's title: its parameters (name, value on this page, what it
+    sets, from the parameters cell) and the command that reruns this page."""
+    pid = page.removesuffix(".ipynb")
+    pid = pid.split("_")[0] if "/" not in pid else pid.split("/")[0] + "/" + pid.split("/")[1].split("_")[0]
+    rows = []
+    for name, d in declared.items():
+        value = json.dumps(given[name]) if name in given else d["default"]
+        rows.append(f"| `{name}` | `{value}` | {d['help'].replace('|', '/')} |")
+    example = next((n for n in declared if n not in ("profile",)), None)
+    example = f" -p {example} VALUE" if example else ""
+    return "\n".join([
+        ":::{admonition} Rerun this page",
+        ":class: tip dropdown",
+        "",
+        f"`python -m dnnknn book --only {pid}{example}` executes this page again with the parameters you "
+        "give (`-p NAME VALUE`, a JSON value) and rebuilds the book; a wrong value stops before anything "
+        "changes. Its parameters:",
+        "",
+        "| parameter | value on this page | what it sets |",
+        "|---|---|---|",
+        *rows,
+        "",
+        "Every other field of `dnnknn.profiles.Params` (`device`, `runs_dir`, `data_dir`, `n_runs`, ...) can be "
+        "set the same way. The README's section *The book* has the details; {doc}`/fill_the_missing_runs` says how "
+        "to compute the runs this machine did not make.",
+        ":::",
+    ])
 
 
 def _relabel(nb: dict, suffix: str, title: str):

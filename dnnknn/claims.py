@@ -78,11 +78,16 @@ def train_flops(cfg) -> float:
     return fc.get_total_flops() / 2 * batch * r.steps
 
 
+def duration(seconds: float) -> str:
+    """'2.3 h', '14 min' or '40 s'."""
+    return (f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min" if seconds >= 60
+            else f"{seconds:.0f} s")
+
+
 def projection(P: Params, cfgs) -> str:
     """What would run `cfgs`: the command, and their training FLOPs and projected hours on a GPU."""
     flops = sum(train_flops(c) for c in cfgs)
-    hours = flops / (GPU_TFLOPS * 1e12) / 3600
-    when = f"{hours:.1f} h" if hours >= 1 else f"{max(1, round(hours * 60))} min"
+    when = duration(flops / (GPU_TFLOPS * 1e12))
     return (f"{len(cfgs)} run{'s' if len(cfgs) > 1 else ''}, {flops / 1e15:,.1f} PFLOP of training: about "
             f"{when} on one GPU at {GPU_TFLOPS:.0f} TFLOP/s sustained, projected, evaluation not included; "
             f"{P.gpu_command(cfgs)}")
@@ -118,7 +123,7 @@ def claims_table(quick: Params, full: Params) -> list[dict]:
     rows = []
 
     def add(claim, where, checks, why, settings_missing=()):
-        ev = "; ".join(c.evidence for c in checks if c.held is not None) or "—"
+        ev = "; ".join(c.evidence for c in checks if c.held is not None) or "no run here"
         verdict = combine(checks)
         miss = [not_run[k] for k in settings_missing if k in not_run]
         if miss:

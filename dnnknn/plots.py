@@ -43,9 +43,11 @@ def grid(rows, cols, panel, runs: dict, height=2.6, width=None, sharey=True, leg
             if run is None:
                 import textwrap
                 text = (missing(r, c) if missing else NOT_RUN).replace("`", "")
-                ax.text(0.5, 0.5, textwrap.fill(text, 38), ha="center", va="center", transform=ax.transAxes,
-                        color="dimgrey", fontsize=7, wrap=True)
+                ax.text(0.5, 0.5, textwrap.fill(text, 34), ha="center", va="center", transform=ax.transAxes,
+                        color="dimgrey", fontsize=8, wrap=True)
                 ax.set_xticks([])
+                ax.set_yticks([])  # the text stays clear of tick labels
+                ax.grid(False)
             else:
                 panel(ax, run, r, c)
             ax.set_title(title(r, c) if title else f"{name(c)} — {name(r)}" if isinstance(r, str) else name(c),
@@ -83,6 +85,7 @@ def mc_me_panel(split="test", k=30, metric="l1", me_if_undefined=None):
         ax.plot(t.step, t.MC, color=MC, marker=".", label="MC")
         ax.plot(t.step, t.ME, color=ME, marker=".", label="ME")
         ax.set_xlabel("training step")
+        ax.set_ylabel(f"MC, ME ({split} set)")
         ax.set_ylim(-0.02, 1.02)
     return panel
 
@@ -95,6 +98,7 @@ def p_same_panel(splits=("test",), k=30, metric="l1"):
             t = run.table(split, k=k, metric=metric)
             ax.plot(t.step, t.P_SAME, color=colours[split], marker=".", label=f"P_SAME ({split})")
         ax.set_xlabel("training step")
+        ax.set_ylabel("P_SAME")
         ax.set_ylim(-0.02, 1.02)
     return panel
 

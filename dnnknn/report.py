@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 from .profiles import CPU_FILL, NOT_RUN, TABLE1_KS, Params, fits_cpu
 
+MISSING_PAGE = "/fill_the_missing_runs"  # the book's page on computing what was not run here
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -16,6 +18,16 @@ def glue_md(name: str, text: str):
     from myst_nb import glue
 
     glue(name, Markdown(text), display=False)
+
+
+def glue_figure(name: str, fig):
+    """Glue a figure for `{glue:figure}` and close it, so the page shows it once (no second copy
+    in the cell's output)."""
+    import matplotlib.pyplot as plt
+    from myst_nb import glue
+
+    glue(name, fig, display=False)
+    plt.close(fig)
 
 
 def glue_table(name: str, df):
@@ -54,7 +66,7 @@ def sources(P: Params, runs: dict, cfgs: dict) -> str:
         gpu = [c for c in missing if not fits_cpu(c)]
         text += f" Not run here: {'; '.join(c.label() for c in missing)}."
         if gpu:
-            text += f" They need a GPU: {P.gpu_command(gpu)}."
+            text += f" They need a GPU: {P.gpu_command(gpu)} ({{doc}}`how <{MISSING_PAGE}>`)."
         if len(gpu) < len(missing):
             text += f" A CPU trains the others: {CPU_FILL}."
     return text.strip()

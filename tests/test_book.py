@@ -16,7 +16,7 @@ TINY = {"steps": 10, "eval_every": 5, "n_runs": 2, "random_steps": 10, "random_l
 
 def test_source_notebooks_have_no_outputs_and_a_parameters_cell():
     sources = sorted((ROOT / "notebooks").glob("*.ipynb"))
-    assert len(sources) == 10
+    assert len(sources) == 12
     for path in sources:
         nb = nbformat.read(path, as_version=4)
         assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells), path
@@ -147,7 +147,9 @@ def test_every_notebook_executes_and_the_book_builds(tmp_path, monkeypatch):
     quick = Params.from_notebook(profile="quick", runs_dir=str(tmp_path / "runs"), **TINY)  # as page 09's P
     run = quick.store().find(quick.main_config("mnist5k", "mlp640"))
     r = run.final(split="test", k=30, metric="l1")
-    assert f"{100 * abs(r.knn_acc - r.dnn_acc):.2f} (n=1)" in side  # computed from the run, not typed
+    assert f"{100 * (r.knn_acc - r.dnn_acc):.2f} (n=1)" in side  # computed from the run, not typed
+    claims = (html / "claims.html").read_text()
+    assert "not run here" in claims and "The rule" in claims
     assert "not run here (needs a GPU" in side
     from .browser import check_in_chromium
     check_in_chromium(html, tmp_path / "screenshot.png")
