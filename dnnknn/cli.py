@@ -150,8 +150,8 @@ def main(argv=None) -> int:
     g.add_argument("--data-dir", help="dataset root, shared with the compute nodes")
     g.add_argument("--runs-dir", help="run store, shared with the compute nodes")
     g.add_argument("--dry-run", action="store_true", help="list the runs and what is missing; submit nothing")
-    ds = sub.add_parser("device-stage", help="pack the data of the two GPU calls into .device/ and print "
-                                             "the device tool's carry list and command for each")
+    ds = sub.add_parser("device-stage", help="pack the data of the two GPU jobs into .device/ and print "
+                                             "what to copy to a GPU machine and the command to run there")
     ds.add_argument("--data-dir", help="where MNIST and cifar10-jpeg are (default $DNNKNN_DATA or ../shared/data)")
     ds.add_argument("--small", action="store_true", help="small packs, for the CPU rehearsal")
     dr = sub.add_parser("device-run", help="on the GPU machine: run one call's items within a time budget",

@@ -1,11 +1,12 @@
-"""The prepared GPU check: stage here, run there in one call, import what comes back.
+"""A GPU box for a few minutes: stage the data here, run one prepared job there, import what comes back.
 
-A lent GPU machine gets a copy of the working tree only (64 MiB with the ignored paths named in
-`carry`), runs one command of at most 10 minutes with its own `python3` (torch, numpy, numba,
-pandas, scikit-learn; no mlxtend, papermill, jupyter-book, submitit, faiss), and sends back at most
-8 files of 16 MiB from `$OUT`. So:
+For a GPU you reach for minutes (a rented box over ssh/rsync, a cloud notebook, a cluster node),
+the job is sized to travel light: the repository plus one staged data folder (at most 64 MiB
+together), one command under a time budget with only `python3` and torch, numpy, numba, pandas,
+scikit-learn there (no mlxtend, papermill, jupyter-book, submitit, faiss), and at most 8 files of
+16 MiB back from its output folder. So:
 
-    python -m dnnknn device-stage                  # here: data packs into .device/, prints both calls
+    python -m dnnknn device-stage                  # here: data packs into .device/, prints both jobs
     python3 -m dnnknn device-run --call mnist ...  # there: prints a time budget, runs what fits
     python -m dnnknn import OUT/records.tar.gz     # here: verified run records into results/
 
@@ -34,18 +35,18 @@ from pathlib import Path
 from .errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGE = ".device"  # ignored by git; carried to the device machine
+STAGE = ".device"  # ignored by git; copied to the GPU machine with the repository
 CALLS = {"mnist": "mnist", "cifar10-jpeg": "cifar10-jpeg"}  # call -> the dataset it carries
 # Section 4.4: the random-label networks are trained until they fit the training set (Figure 5
 # shows training accuracy reaching 100%). 60,000 random MNIST labels need tens of epochs; 15,000
 # steps of batch 200 are 50 epochs, which is what fits one 10-minute call beside the true-label run.
 RANDOM_STEPS = 15_000
 OUT_FILES, OUT_BYTES = 8, 16 * 2**20  # what comes back from $OUT
-CARRY_MIB = 64  # what a call carries: the working tree and its `carry` paths
+CARRY_MIB = 64  # what a job sends: the repository and its staged data folder
 
 
 def stage(data_dir: str | os.PathLike | None = None, small: bool = False, dest: str = STAGE) -> dict:
-    """Pack each call's data into `dest/<call>/` and print the device tool's carry list and command."""
+    """Pack each job's data into `dest/<call>/` and print what to copy and the command to run there."""
     from .data import pack_dataset
 
     src = Path(data_dir or os.environ.get("DNNKNN_DATA") or ROOT.parent / "shared" / "data")
@@ -58,23 +59,24 @@ def stage(data_dir: str | os.PathLike | None = None, small: bool = False, dest: 
         mb = pack.stat().st_size / 2**20
         cmd = (f"python3 -m dnnknn device-run --call {call} --data-dir {folder} --out $OUT"
                + (" --small --device cpu" if small else ""))
-        calls[call] = {"carry": [str(folder)], "command": cmd, "pack": str(pack), "MiB": round(mb, 1)}
+        calls[call] = {"send": [str(folder)], "command": cmd, "pack": str(pack), "MiB": round(mb, 1)}
         print(f"{call}: packed {dataset} from {src} into {pack} ({mb:.1f} MiB, {time.time() - t:.0f} s)")
-        print(f"  carry:   {json.dumps([str(folder)])}")
+        print(f"  send:    {json.dumps([str(folder)])} (with the repository)")
         print(f"  command: {cmd}")
     tree = _tree_bytes()
     for call, c in calls.items():
         total = (tree + Path(c["pack"]).stat().st_size) / 2**20
-        c["carry_MiB"] = round(total, 1)
-        print(f"{call}: the working tree ({tree / 2**20:.1f} MiB) and the pack make {total:.1f} MiB of the 64 MiB a call carries"
-              + ("" if total <= CARRY_MIB else "  <-- TOO BIG: the call would not start"))
-    print("Give each call to the device tool in turn (while the machine is warm); then, here:\n"
+        c["send_MiB"] = round(total, 1)
+        print(f"{call}: the repository ({tree / 2**20:.1f} MiB) and the pack make {total:.1f} MiB of the {CARRY_MIB} MiB a job sends"
+              + ("" if total <= CARRY_MIB else "  <-- TOO BIG for a quick transfer"))
+    print("Copy the repository and each job's folder to the GPU machine (rsync, scp, a notebook's upload), run the "
+          "job's command there with $OUT an empty folder, and copy $OUT/records.tar.gz back; then, here:\n"
           "  python -m dnnknn import <files_at>/records.tar.gz")
     return calls
 
 
 def _tree_bytes() -> int:
-    """Bytes of what the device tool sends besides `carry`: tracked files and untracked files that
+    """Bytes of the repository a job sends besides its data folder: tracked files and untracked files that
     git does not ignore."""
     try:
         files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
@@ -188,7 +190,7 @@ def _run_call(call, data_dir, out, small, device, budget, runs_dir) -> Path:
         raise ConfigError(f"unknown call {call!r}; choose one of {', '.join(CALLS)}")
     if not Path(data_dir).is_dir():
         raise ConfigError(f"no staged data in {data_dir}; run `python -m dnnknn device-stage` first and "
-                          f"carry that folder")
+                          f"copy that folder with the repository")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
@@ -200,7 +202,7 @@ def _run_call(call, data_dir, out, small, device, budget, runs_dir) -> Path:
         print(text, flush=True)
         lines.append(text)
 
-    say(f"# dnnknn device check: call {call}{' (--small)' if small else ''}")
+    say(f"# dnnknn GPU job: {call}{' (--small)' if small else ''}")
     say(f"{device_name(str(dev))}; torch {torch.__version__}; code {code_version()}; budget {budget:.0f} s")
     items = _items(call, P, small)
     datasets = {}
@@ -288,10 +290,10 @@ def write_archive(runs, path: Path):
 def check_out(out: Path):
     files = [p for p in Path(out).rglob("*") if p.is_file()]
     if len(files) > OUT_FILES:
-        raise ConfigError(f"{out} holds {len(files)} files; the device tool returns at most {OUT_FILES}")
+        raise ConfigError(f"{out} holds {len(files)} files; a job sends back at most {OUT_FILES}")
     big = [p for p in files if p.stat().st_size > OUT_BYTES]
     if big:
-        raise ConfigError(f"{big[0]} is {big[0].stat().st_size / 2**20:.1f} MiB; the device tool returns at most 16 MiB a file")
+        raise ConfigError(f"{big[0]} is {big[0].stat().st_size / 2**20:.1f} MiB; a job sends back at most {OUT_BYTES // 2**20} MiB a file")
 
 
 def import_archive(path: str | os.PathLike, to: str | os.PathLike | None = None) -> list[Path]:
@@ -301,7 +303,7 @@ def import_archive(path: str | os.PathLike, to: str | os.PathLike | None = None)
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"no archive {path}; the device call writes $OUT/records.tar.gz")
+        raise ConfigError(f"no archive {path}; the GPU job writes $OUT/records.tar.gz")
     with tempfile.TemporaryDirectory() as tmp:
         try:
             with tarfile.open(path) as tar:

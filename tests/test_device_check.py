@@ -1,6 +1,6 @@
-"""The GPU check rehearsed on CPU as the lent machine really is: a copy of the tracked tree plus the
+"""The GPU job rehearsed on CPU as a bare GPU machine is: a copy of the tracked tree plus the
 staged data only, its own interpreter without the book's or the cluster's packages, the results
-coming back through $OUT within the device tool's limits, and imported into a results folder."""
+coming back through $OUT within a job's limits, and imported into a results folder."""
 import os
 import shutil
 import subprocess
@@ -30,7 +30,7 @@ needs_shared = pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir()
 
 
 def _copy_tree(dest):
-    """What the device tool sends: tracked files and untracked files git does not ignore."""
+    """What a job sends: tracked files and untracked files git does not ignore."""
     files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split("\0")
     for f in filter(None, files):
@@ -60,7 +60,7 @@ def test_staged_calls_run_as_on_the_device_and_import(tmp_path):
                             cwd=tree, capture_output=True, text=True, timeout=300)
     assert staged.returncode == 0, staged.stderr
     calls = [ln.split("command: ", 1)[1] for ln in staged.stdout.splitlines() if "command: " in ln]
-    carries = [ln.split("carry: ", 1)[1].strip() for ln in staged.stdout.splitlines() if "carry: " in ln]
+    carries = [ln.split("send: ", 1)[1].split(" (with", 1)[0].strip() for ln in staged.stdout.splitlines() if "send: " in ln]
     assert len(calls) == 2 and carries == ['[".device/mnist"]', '[".device/cifar10-jpeg"]']
     assert "TOO BIG" not in staged.stdout and staged.stdout.count("of the 64 MiB a call carries") == 2
     env = _device_env(tmp_path)
