@@ -145,10 +145,11 @@ def seed_summary(full: Params, dataset: str = "mnist", models=("mlp640", "lenet"
     """Every measure at the end of training (k = 30, L1), mean ± std over the paper profile's
     seeds, with the paper's value where it states one; with `legacy`, the same for the runs
     dnnknn 0.2 made (`profiles.LEGACY_VARIANT`) beside them."""
-    stated = {(m, q): st.value for m, d, q, st in stated_rows() if d in (dataset, None)}
+    stated = {(m, q): (st.value, st.text) for m, d, q, st in stated_rows() if d in (dataset, None)}
     for (m, d), (g_dnn, g_knn) in TABLE2.items():
         if d == dataset:
-            stated[(m, "DNN generalisation gap (%)")], stated[(m, "k-NN generalisation gap (%)")] = g_dnn, g_knn
+            stated[(m, "DNN generalisation gap (%)")] = (g_dnn, f"{g_dnn:.1f}")
+            stated[(m, "k-NN generalisation gap (%)")] = (g_knn, f"{g_knn:.1f}")
     rows = []
     for m in models:
         runs = seed_runs(full, m, dataset)
@@ -157,10 +158,10 @@ def seed_summary(full: Params, dataset: str = "mnist", models=("mlp640", "lenet"
             if "random-label" in q:
                 continue
             vals = [fn(r) for r in runs]
-            paper = stated.get((m, q))
+            paper, printed = stated.get((m, q), (None, "—"))
             row = {"model": name(m), "quantity": q,
                    "ours (mean ± std)": report.fmt_spread(vals, digits(q)),
-                   "paper": "—" if paper is None else f"{paper:g}", "paper value within 2 std": within(paper, vals)}
+                   "paper": printed, "paper value within 2 std": within(paper, vals)}
             if legacy:
                 olds = [fn(r) for r in old]
                 row[f"{LEGACY_VARIANT}: ours"] = report.fmt_spread(olds, digits(q))
@@ -181,7 +182,7 @@ def table2_side_by_side(quick: Params, full: Params) -> pd.DataFrame:
         runs = runs_of[(model, dataset)]
         row = {"model": name(model), "dataset": name(dataset)}
         for who, paper, i in (("DNN", p_dnn, 0), ("k-NN", p_knn, 1)):
-            row[f"paper {who}"] = paper
+            row[f"paper {who}"] = f"{paper:.1f}"  # as printed
             row[f"ours {who}"] = o[who]
             row[f"{who}: paper within 2 std"] = within(paper, [report.generalization_gaps(r)[i] for r in runs])
             row[f"{_quick_column(quick)} {who}"] = q[who] if _quick_dataset(dataset) else "no such data offline"
@@ -195,6 +196,6 @@ def table1_side_by_side(full: Params) -> pd.DataFrame:
     ours = report.robustness_table(runs)
     out = {}
     for (d, metric), values in TABLE1.items():
-        out[(name(d), metric.upper(), "paper")] = values + [TABLE1_DNN[d]]
+        out[(name(d), metric.upper(), "paper")] = [f"{v:.2f}" for v in values + [TABLE1_DNN[d]]]  # as printed
         out[(name(d), metric.upper(), "ours")] = list(ours[(name(d), metric.upper())])
     return pd.DataFrame(out, index=ours.index)

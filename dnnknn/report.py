@@ -81,11 +81,11 @@ def final_accuracy_table(runs: dict, split="test", k=30, metric="l1") -> "pd.Dat
     for (m, d), run in runs.items():
         row = {"model": name(m), "dataset": name(d)}
         if run is None:
-            row.update({"DNN (%)": NOT_RUN, "k-NN (%)": NOT_RUN, "k-NN - DNN (%)": NOT_RUN})
+            row.update({"DNN (%)": NOT_RUN, "k-NN (%)": NOT_RUN, "k-NN − DNN (%)": NOT_RUN})
         else:
             r = run.final(split=split, k=k, metric=metric)
-            row.update({"DNN (%)": round(100 * r.dnn_acc, 2), "k-NN (%)": round(100 * r.knn_acc, 2),
-                        "k-NN - DNN (%)": round(100 * (r.knn_acc - r.dnn_acc), 2)})
+            row.update({"DNN (%)": f"{100 * r.dnn_acc:.2f}", "k-NN (%)": f"{100 * r.knn_acc:.2f}",
+                        "k-NN − DNN (%)": f"{100 * (r.knn_acc - r.dnn_acc):.2f}"})
         rows.append(row)
     return pd.DataFrame(rows).set_index(["model", "dataset"])
 
@@ -111,9 +111,10 @@ def generalization_gaps(run, k=30, metric="l1") -> tuple[float, float]:
     return (100 * generalization_error(tr.dnn_acc, te.dnn_acc), 100 * generalization_error(tr.knn_acc, te.knn_acc))
 
 
-def generalization_table(runs: dict, k=30, metric="l1") -> "pd.DataFrame":
+def generalization_table(runs: dict, k=30, metric="l1", wide: bool = False) -> "pd.DataFrame":
     """Appendix C's gaps (%) for the DNN and the k-NN. runs: {(model, dataset): a Run (its value),
-    a list of runs (mean ± std over seeds), or None}."""
+    a list of runs (mean ± std over seeds), or None}. wide: laid out as the paper's Table 2, a DNN
+    and a k-NN line per model, a column per dataset."""
     import pandas as pd
     from .plots import name
 
@@ -124,9 +125,18 @@ def generalization_table(runs: dict, k=30, metric="l1") -> "pd.DataFrame":
         gaps = [generalization_gaps(r, k, metric) for r in ([rs] if single else rs) if r is not None]
         for i, who in enumerate(("DNN", "k-NN")):
             vals = [g[i] for g in gaps]
-            row[who] = NOT_RUN if not vals else round(vals[0], 2) if single else fmt_spread(vals)
+            row[who] = NOT_RUN if not vals else f"{vals[0]:.2f}" if single else fmt_spread(vals)
         rows.append(row)
-    return pd.DataFrame(rows).set_index(["model", "dataset"])
+    long = pd.DataFrame(rows).set_index(["model", "dataset"])
+    if not wide:
+        return long
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    out = pd.DataFrame(index=pd.MultiIndex.from_product([models, ["DNN", "k-NN"]], names=["model", ""]),
+                       columns=pd.Index(datasets, name="dataset"), dtype=object)
+    for (m, d), r in long.iterrows():
+        out.loc[(m, "DNN"), d], out.loc[(m, "k-NN"), d] = r["DNN"], r["k-NN"]
+    return out.fillna("—")
 
 
 def robustness_table(runs_by_seed: dict, ks=TABLE1_KS) -> "pd.DataFrame":
