@@ -22,10 +22,12 @@ def main():
     ap.add_argument("--runs-dir", required=True, help="run store (empty, to time every run)")
     ap.add_argument("--data-dir", help="where torchvision's MNIST is (default $DNNKNN_DATA)")
     ap.add_argument("--n-runs", type=int, default=3, help="seeds per model")
+    ap.add_argument("--sections", nargs="+", default=["main", "gd"], choices=("main", "gd"),
+                    help="main: MNIST x {MLP-640, LeNet} x seeds; gd: appendix D's full-batch run")
     a = ap.parse_args()
     P = Params.from_notebook(profile="paper", datasets=("mnist",), models=("mlp640", "lenet"), n_runs=a.n_runs,
                              device="cpu", runs_dir=a.runs_dir, data_dir=a.data_dir, train_missing=True)
-    cfgs = grid_configs(P, main=True, random=False, gd=True)
+    cfgs = grid_configs(P, main="main" in a.sections, random=False, gd="gd" in a.sections)
     t = time.time()
     for c in cfgs:
         t1 = time.time()
