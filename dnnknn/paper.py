@@ -12,7 +12,7 @@ import pandas as pd
 
 from . import report
 from .plots import name
-from .profiles import LEGACY_VARIANT, Params, seed_runs
+from .profiles import LEGACY_VARIANT, NOT_RUN, Params, seed_runs
 
 TABLE1 = {  # appendix B, Table 1: mean test accuracy (%) over 10 runs, Wide-ResNet-28-10; rows as
     # report.robustness_table's: k = 1, 1 + PCA, 5, 5 + PCA, 30, 30 + PCA, 150, 150 + PCA, 1000, 1000 + PCA
@@ -130,14 +130,13 @@ def side_by_side(quick: Params, full: Params) -> pd.DataFrame:
         runs = seed_runs(full, model, ours_d, kind)
         vals = [fn(r) for r in runs]
         qruns = seed_runs(dataclasses.replace(quick, n_runs=1), model, _quick_dataset(ours_d), kind)
-        cfg = full.main_config(ours_d, model) if kind == "main" else full.random_config(ours_d, model)
         rows.append({"quantity": f"{name(model)}, {name(dataset) if dataset else 'all datasets (ours: MNIST)'}: {quantity}",
                      "paper": st.text, "where": st.where,
                      "paper profile (mean ± std over seeds)": report.fmt_spread(vals, digits(quantity)),
                      "paper value within 2 std": within(st.value, vals),
                      f"{_quick_column(quick)}, 1 run": report.fmt_spread([fn(r) for r in qruns], digits(quantity))
                      if _quick_dataset(ours_d) else "no such data offline",
-                     "paper-profile runs": ", ".join(r.key for r in runs) or full.how_to_fill(cfg)})
+                     "paper-profile runs": ", ".join(r.key for r in runs) or NOT_RUN})
     return pd.DataFrame(rows).set_index("quantity")
 
 

@@ -35,6 +35,7 @@ def check_in_chromium(html_dir: Path, screenshot: Path):
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, read per page
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--window-size=1400,1000", f"--user-data-dir={tempfile.mkdtemp()}",
@@ -84,6 +85,30 @@ def check_in_chromium(html_dir: Path, screenshot: Path):
         n_images = browser.execute_script("return document.images.length")
         assert n_images >= 1
         browser.save_screenshot(str(screenshot))
+        check_every_page(browser, base, PAGES)
     finally:
         browser.quit()
         server.shutdown()
+
+
+def check_every_page(browser, base: str, pages):
+    """Every chapter: no console error, no visible injected-parameters cell, no table wider than
+    its column, and a rerun box naming this page's --only id."""
+    for _, page, _ in pages:
+        html = page.replace(".ipynb", ".html")
+        browser.get_log("browser")  # drop what earlier pages logged
+        browser.get(f"{base}/{html}")
+        from selenium.webdriver.support.ui import WebDriverWait
+        WebDriverWait(browser, 30).until(lambda b: b.execute_script("return document.readyState === 'complete'"))
+        errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == [], (page, errors)
+        text = browser.execute_script("return document.querySelector('main').innerText")
+        assert "# Parameters" not in text, page
+        wide = browser.execute_script(
+            "return Array.from(document.querySelectorAll('main table')).filter(t => "
+            "t.getBoundingClientRect().width > t.closest('article, main').getBoundingClientRect().width + 1)"
+            ".map(t => t.innerText.slice(0, 60))")
+        assert wide == [], (page, wide)
+        pid = page.removesuffix(".ipynb")
+        pid = pid.split("_")[0] if "/" not in pid else pid.split("/")[0] + "/" + pid.split("/")[1].split("_")[0]
+        assert f"--only {pid}" in browser.execute_script("return document.querySelector('main').innerHTML"), page

@@ -1,0 +1,66 @@
+"""The verdict rule, the paper's printed numbers, and the figures' labels."""
+import math
+
+import matplotlib
+import pytest
+
+from dnnknn import RunConfig, claims
+from dnnknn.paper import STATED, Stated
+
+matplotlib.use("Agg")
+
+
+def test_printed_precision():
+    assert Stated("4.44", "").precision == pytest.approx(0.005)
+    assert Stated("≈ 0.997", "").precision == pytest.approx(0.001)
+    assert Stated("≈ 0.8", "").precision == pytest.approx(0.1)
+    assert Stated("100", "").precision == pytest.approx(0.5) and Stated("100", "").value == 100.0
+    assert STATED[("mlp640", "mnist", "k-NN − DNN (%)")].value == 4.44
+
+
+def test_numeric_rule():
+    st = Stated("≈ 0.997", "")
+    # the issue's example: 0.9957 ± 0.0004 against ≈ 0.997 is within 2 std + a unit of the last digit
+    assert claims.numeric(st, [0.9953, 0.9957, 0.9961], "MC", "MC").held
+    assert not claims.numeric(Stated("4.44", ""), [1.2, 1.35, 1.5], "k-NN − DNN (%)", "gap").held
+    one = claims.numeric(Stated("4.44", ""), [4.44 + 0.004], "k-NN − DNN (%)", "gap")
+    assert one.held and "1 seed" in one.evidence
+    assert not claims.numeric(Stated("4.44", ""), [4.44 + 0.006], "k-NN − DNN (%)", "gap").held
+    assert claims.numeric(st, [], "MC", "MC").held is None
+    assert claims.numeric(st, [float("nan"), 0.997], "MC", "MC").held  # undefined values left out
+
+
+def test_combine():
+    C = claims.Check
+    assert claims.combine([C(True, ""), C(None, "")]) == claims.REPRODUCED
+    assert claims.combine([C(True, ""), C(False, "")]) == claims.PARTLY
+    assert claims.combine([C(False, ""), C(None, "")]) == claims.NOT
+    assert claims.combine([C(None, "")]) == claims.NOT_RUN
+
+
+def test_training_flops_are_counted_not_guessed():
+    mlp = claims.train_flops(RunConfig(dataset="mnist", model="mlp640", steps=10))
+    # 784 -> 640 -> 10 at batch 200: forward 2 FLOPs per weight, backward 2 for the weights' gradient
+    # and 2 for the input's, which the first layer does not need
+    assert mlp == pytest.approx(10 * 200 * (4 * 784 * 640 + 6 * 640 * 10), rel=0.02)
+    assert claims.duration(30) == "30 s" and claims.duration(600) == "10 min" and claims.duration(7200) == "2.0 h"
+
+
+def test_every_panel_labels_its_axes(tmp_path):
+    from dnnknn import RunStore, plots
+    run = RunStore(tmp_path).get(RunConfig(dataset="mnist5k", steps=4, eval_steps=(0, 4), limit=(200, 100),
+                                           ks=(1, 5, 30), eval_train=True, probe_layers=("embedding_raw",)),
+                                 progress=False)
+    for panel in (plots.accuracy_panel(), plots.mc_me_panel(), plots.p_same_panel(("train", "test")),
+                  plots.layers_panel(ks=(1, 5, 30))):
+        fig = plots.grid(["mlp640"], ["mnist5k"], panel, {("mlp640", "mnist5k"): run})
+        ax = fig.axes[0]
+        assert ax.get_ylabel() and (ax.get_xlabel() or ax.get_xticklabels()), panel
+    assert not math.isnan(run.final().knn_acc)
+
+
+def test_random_labels_train_without_augmentation_by_default():
+    assert RunConfig(labels="random").resolve().augment is False
+    assert RunConfig(labels="random").resolve().pad_fill is None
+    assert RunConfig(labels="random", augment=True).resolve().augment is True
+    assert RunConfig().resolve().augment is True
