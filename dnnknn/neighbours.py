@@ -1,0 +1,81 @@
+"""What the k-NN sees: the recorded nearest training images of a few test images (`RunConfig.neighbour_images`).
+
+`cases(run, step)` sorts the recorded test images of one evaluation into the DNN and the k-NN agreeing
+and right, agreeing and wrong, and disagreeing; `figure(...)` draws chosen cases, each test image
+beside its five nearest training images with their labels and distances; `first_distance(run)` is
+the distance to the nearest training image at every evaluation. Everything comes from the stored
+records and the dataset's images: no model is needed.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .train import neighbour_key, pred_key
+
+CASES = ("agree, right", "agree, wrong", "disagree")
+
+
+def _knn_key(run, step: int, k: int = 30) -> str:
+    return pred_key(step, "test", "embedding", run.config.metrics[0], k, 0)
+
+
+def cases(run, step: int, k: int = 30) -> pd.DataFrame:
+    """One row per recorded test image at `step`: its index, label, the DNN's and the k-NN's
+    predictions, which case it is, and its neighbours' indices and distances (nearest first)."""
+    p = run.predictions()
+    q = p["neighbours/queries"].astype(int)
+    y, dnn, knn = p["labels/test"][q], p[pred_key(step, "test")][q], p[_knn_key(run, step, k)][q]
+    case = np.where(dnn != knn, CASES[2], np.where(dnn == y, CASES[0], CASES[1]))
+    return pd.DataFrame({"test_index": q, "label": y, "dnn": dnn, "knn": knn, "case": case,
+                         "neighbours": list(p[neighbour_key(step, "index")].astype(int)),
+                         "distances": list(p[neighbour_key(step, "distance")])})
+
+
+def pick(table: pd.DataFrame, per_case: int = 2) -> pd.DataFrame:
+    """The first `per_case` images of each case (the recorded images are in a fixed order)."""
+    return pd.concat([table[table.case == c].head(per_case) for c in CASES])
+
+
+def first_distance(run) -> pd.DataFrame:
+    """Mean distance from the recorded test images to their nearest training image, by step and case."""
+    rows = []
+    for step in run.config.eval_steps:
+        t = cases(run, step)
+        for c in CASES:
+            d = [float(x[0]) for x in t[t.case == c].distances]
+            rows.append({"step": step, "case": c, "distance": np.mean(d) if d else np.nan, "images": len(d)})
+    return pd.DataFrame(rows)
+
+
+def _show(ax, img: np.ndarray):
+    """A standardised (C, H, W) image, scaled to its own range."""
+    x = img.transpose(1, 2, 0) if img.shape[0] == 3 else img[0]
+    x = (x - x.min()) / max(float(x.max() - x.min()), 1e-6)
+    ax.imshow(x, cmap="gray" if x.ndim == 2 else None, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def figure(chosen: pd.DataFrame, x_train, x_test, y_train, classes=None, title: str = ""):
+    """Rows: test image, then its five nearest training images, with labels and distances."""
+    import matplotlib.pyplot as plt
+
+    n = max(len(chosen), 1)
+    k = len(chosen.neighbours.iloc[0]) if len(chosen) else 5
+    fig, axes = plt.subplots(n, k + 1, figsize=(1.15 * (k + 1), 1.35 * n), squeeze=False)
+    names = (lambda c: classes[c]) if classes else str
+    for i, (_, r) in enumerate(chosen.iterrows()):
+        _show(axes[i, 0], np.asarray(x_test[r.test_index]))
+        axes[i, 0].set_title(f"{r.case}\nlabel {names(r.label)}: DNN {names(r.dnn)}, k-NN {names(r.knn)}", fontsize=6.5)
+        for j, (idx, d) in enumerate(zip(r.neighbours, r.distances)):
+            ax = axes[i, j + 1]
+            _show(ax, np.asarray(x_train[idx]))
+            ax.set_title(f"{names(int(y_train[idx]))}, d = {d:.2f}", fontsize=6.5,
+                         color="black" if int(y_train[idx]) == r.label else "tab:red")
+    for ax in axes[len(chosen):].flat:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
