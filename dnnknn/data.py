@@ -101,7 +101,7 @@ def augment(x: torch.Tensor, flip: bool, generator: torch.Generator | None = Non
     b, c, h, w = x.shape
     dev = x.device
     if black is not None:
-        x = x - black.to(x.dtype)[:, None, None, None]  # black is 0 now, the padding's value
+        x = x - black.to(x.device, x.dtype)[:, None, None, None]  # black is 0 now, the padding's value
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     oy = torch.randint(0, 2 * pad + 1, (b,), device=dev, generator=generator)
     ox = torch.randint(0, 2 * pad + 1, (b,), device=dev, generator=generator)

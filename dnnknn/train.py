@@ -229,6 +229,9 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
     dev = resolve_device(cfg.device)
     cfg = dataclasses.replace(cfg, device=str(dev))  # the k-NN searches where the model runs
     check_fits(cfg, len(data.y_train))
+    if cfg.augment and cfg.pad_fill != "zero" and data.black_train is None:
+        raise ConfigError("pad_fill 'black' needs the dataset's black levels (Dataset.black_train, which "
+                          "load_dataset fills); build the Dataset with them, or use pad_fill='zero'")
     workdir = Path(workdir)
     ckpt_path = workdir / "ckpt.pt"
 
