@@ -168,7 +168,26 @@ def build(warnings_as_errors: bool = True, book: Path = BOOK) -> Path:
     r = subprocess.run(cmd, cwd=Path(book).parent)
     if r.returncode:
         raise ConfigError("jupyter-book build failed (see the messages above)")
-    return Path(book).parent / "_build" / "html" / "index.html"  # beside _config.yml
+    html = Path(book).parent / "_build" / "html"  # beside _config.yml
+    for page in html.rglob("*.html"):
+        once_each_inline_script(page)
+    return html / "index.html"
+
+
+def once_each_inline_script(page: Path):
+    """Drop a repeated inline <script> line from a built page. sphinx-thebe and sphinx-togglebutton,
+    which Jupyter Book 1 always loads, write their configuration twice into every page, and the
+    second `const THEBE_JS_URL` is a SyntaxError in the browser's console."""
+    lines, seen, kept = page.read_text().splitlines(keepends=True), set(), []
+    for line in lines:
+        s = line.strip()
+        if s.startswith("<script>") and s.endswith("</script>"):
+            if s in seen:
+                continue
+            seen.add(s)
+        kept.append(line)
+    if len(kept) != len(lines):
+        page.write_text("".join(kept))
 
 
 def _worker_init():

@@ -94,6 +94,9 @@ def check_in_chromium(html_dir: Path, screenshot: Path):
 def check_every_page(browser, base: str, pages):
     """Every chapter: no console error, no visible injected-parameters cell, no table wider than
     its column, and a rerun box naming this page's --only id."""
+    browser.get(f"{base}/intro.html")
+    # the theme logs "Got invalid theme mode" on a profile's very first visit, before it stores one
+    browser.execute_script("localStorage.setItem('mode', 'light'); localStorage.setItem('theme', 'light')")
     for _, page, _ in pages:
         html = page.replace(".ipynb", ".html")
         browser.get_log("browser")  # drop what earlier pages logged
