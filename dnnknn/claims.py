@@ -29,6 +29,7 @@ RULE = """\
 """
 
 REPRODUCED, PARTLY, NOT, NOT_RUN = "reproduced", "partly", "not reproduced", "not run here"
+GD_MARGIN = 0.01  # appendix D: how far below SGD's MC and P_SAME the GD run may end and still "not change" them
 GPU_TFLOPS = 100.0  # sustained training throughput assumed for a projection: a third of an A100's bf16 peak
 
 
@@ -79,9 +80,9 @@ def train_flops(cfg) -> float:
 
 
 def duration(seconds: float) -> str:
-    """'2.3 h', '14 min' or '40 s'."""
+    """'2.3 h', '14 min' or 'under a minute'."""
     return (f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min" if seconds >= 60
-            else f"{seconds:.0f} s")
+            else "under a minute")
 
 
 def projection(P: Params, cfgs) -> str:
@@ -254,16 +255,20 @@ def claims_table(quick: Params, full: Params) -> list[dict]:
     # Appendix B / Table 1 ---------------------------------------------------------------------
     robust = []
     for m, runs in mnist.items():
-        spans = []
+        spans, worst = [], None
         for r in runs:
             last = r.last_step(split="test", layer="embedding")
             last = last[last.k != 1000]
             ref = last[(last.k == 30) & (last.metric == "l1") & (last.pca == 0)].knn_acc.iloc[0]
-            spans.append(100 * (last.knn_acc - ref).abs().max())
+            dev = 100 * (last.knn_acc - ref).abs()
+            spans.append(float(dev.max()))
+            if worst is None or dev.max() > worst[0]:
+                w = last.loc[dev.idxmax()]
+                worst = (float(dev.max()), f"k = {w.k}, {w.metric.upper()}{', PCA-64' if w.pca else ''}")
         if runs:
             robust.append(Check(max(spans) <= 1.0, f"{name(m)} on MNIST: every k ≤ 150, L1 and L2, with and without "
-                                                   f"PCA-64 within {max(spans):.2f} points of k = 30, L1 "
-                                                   f"({_seeds(runs)}; test: ≤ 1 point)"))
+                                                   f"PCA-64 within {max(spans):.2f} points of k = 30, L1, the furthest "
+                                                   f"{worst[1]} ({_seeds(runs)}; test: ≤ 1 point)"))
     add("k-NN accuracy is robust to k, to L1 / L2 and to PCA-64, except k = 1000 on CIFAR-100",
         "appendix B, Table 1 (Wide-ResNet, CIFAR)", robust,
         "Shown for the paper's other networks on MNIST; Table 1's own setting (the Wide-ResNet on CIFAR, 10 runs "
@@ -278,10 +283,14 @@ def claims_table(quick: Params, full: Params) -> list[dict]:
             continue
         dnn, knn = _values(runs, "DNN generalisation gap (%)"), _values(runs, "k-NN generalisation gap (%)")
         diff = abs(float(np.mean(dnn)) - float(np.mean(knn)))
-        gen.append(Check(diff <= 1.0, f"{name(m)} on MNIST: gap DNN {_fmt(dnn, '(%)')}, k-NN {_fmt(knn, '(%)')}; "
-                                      f"paper {TABLE2[(m, 'mnist')][0]} / {TABLE2[(m, 'mnist')][1]}"))
+        gen.append(Check(diff <= 1.0, f"{name(m)} on MNIST: gap DNN {_fmt(dnn, '(%)')}, k-NN {_fmt(knn, '(%)')} "
+                                      f"(similar: {diff:.2f} points apart)"))
+        for who, vals, paper in (("DNN", dnn, TABLE2[(m, "mnist")][0]), ("k-NN", knn, TABLE2[(m, "mnist")][1])):
+            q = f"{who} generalisation gap (%)"
+            gen.append(numeric(Stated(f"{paper:.1f}", "Table 2"), vals, q, f"{name(m)} on MNIST, Table 2's {who} gap"))
         signs.append(np.mean(dnn) < 0)
-    why = ("Test: the mean DNN and k-NN gaps within 1 point of each other. ")
+    why = ("Tests: the mean DNN and k-NN gaps within 1 point of each other (similar), and each gap against "
+           "Table 2's value by the numeric rule. ")
     if any(signs):
         why += ("Our MNIST gaps are negative: after 1,000 steps (3.3 epochs, augmented) the network does no better "
                 "on its clean training images than on the test images. The paper prints positive gaps of the "
@@ -299,11 +308,11 @@ def claims_table(quick: Params, full: Params) -> list[dict]:
         for q in ("MC", "P_SAME"):
             sgd = _values(mnist["mlp640"], q)
             mean, std, n = report.spread(sgd)
-            floor = mean - 2 * (std if n > 1 else 0.0)
-            gdc.append(Check(float(f[q]) >= floor, f"{q}: GD {f[q]:.4f}, SGD {_fmt(sgd, q)}"))
+            gdc.append(Check(float(f[q]) >= mean - GD_MARGIN, f"{q}: GD {f[q]:.4f}, SGD {_fmt(sgd, q)}"))
     add("Full-batch gradient descent does not change the correspondence", "appendix D, Figure 7", gdc,
-        "MLP-640 on MNIST, full-batch GD, 400 steps. Test: the GD run's final MC and P_SAME no lower than "
-        "the SGD runs' mean minus 2 std.")
+        f"MLP-640 on MNIST, full-batch GD, 400 steps. Test: the GD run's final MC and P_SAME at most "
+        f"{GD_MARGIN} below the SGD runs' means (a change the paper's two-digit statements of MC and ME would not "
+        f"show), or above them.")
     for r in rows:
         r["evidence"] = r["evidence"].replace("`", "")
     return rows
