@@ -114,4 +114,4 @@ def check_every_page(browser, base: str, pages):
         assert wide == [], (page, wide)
         pid = page.removesuffix(".ipynb")
         pid = pid.split("_")[0] if "/" not in pid else pid.split("/")[0] + "/" + pid.split("/")[1].split("_")[0]
-        assert f"--only {pid}" in browser.execute_script("return document.querySelector('main').innerHTML"), page
+        assert f"--only {pid}" in browser.execute_script("return document.querySelector('main').textContent"), page

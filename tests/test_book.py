@@ -133,7 +133,8 @@ def test_every_notebook_executes_and_the_book_builds(tmp_path, monkeypatch):
     (site / "book").mkdir(parents=True)
     shutil.copy(ROOT / "_config.yml", site / "_config.yml")
     shutil.copy(ROOT / "book" / "_toc.yml", site / "book" / "_toc.yml")
-    shutil.copy(ROOT / "book" / "intro.md", site / "book" / "intro.md")
+    for f in ("intro.md", "favicon.png"):
+        shutil.copy(ROOT / "book" / f, site / "book" / f)
     for src, page, params in book.PAGES:
         book.execute(src, page, {**params, **TINY}, book=site / "book")
     index = book.build(warnings_as_errors=True, book=site / "book")
