@@ -48,7 +48,7 @@ def glue_table(name: str, df):
 
     flat = df.reset_index() if not isinstance(df.index, pd.RangeIndex) else df.copy()
     flat.columns = [cell(" ".join(str(c) for c in col) if isinstance(col, tuple) else str(col)) for col in flat.columns]
-    glue_md(name, flat.map(cell).to_markdown(index=False))
+    glue_md(name, flat.map(cell).to_markdown(index=False, disable_numparse=True))  # "90.00" stays as written
 
 
 def missing_text(P: Params, cfgs: dict):
