@@ -71,7 +71,7 @@ def stage(data_dir: str | os.PathLike | None = None, small: bool = False, dest: 
               + ("" if total <= CARRY_MIB else "  <-- TOO BIG for a quick transfer"))
     print("Copy the repository and each job's folder to the GPU machine (rsync, scp, a notebook's upload), run the "
           "job's command there with $OUT an empty folder, and copy $OUT/records.tar.gz back; then, here:\n"
-          "  python -m dnnknn import <files_at>/records.tar.gz")
+          "  python -m dnnknn import records.tar.gz")
     return calls
 
 

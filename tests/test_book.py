@@ -151,6 +151,6 @@ def test_every_notebook_executes_and_the_book_builds(tmp_path, monkeypatch):
     assert f"{100 * (r.knn_acc - r.dnn_acc):.2f} (n=1)" in side  # computed from the run, not typed
     claims = (html / "claims.html").read_text()
     assert "not run here" in claims and "The rule" in claims
-    assert "not run here (needs a GPU" in side
+    assert "not run here" in side and "fill_the_missing_runs.html" in side  # one pointer, not a command per row
     from .browser import check_in_chromium
     check_in_chromium(html, tmp_path / "screenshot.png")

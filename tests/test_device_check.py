@@ -62,7 +62,7 @@ def test_staged_calls_run_as_on_the_device_and_import(tmp_path):
     calls = [ln.split("command: ", 1)[1] for ln in staged.stdout.splitlines() if "command: " in ln]
     carries = [ln.split("send: ", 1)[1].split(" (with", 1)[0].strip() for ln in staged.stdout.splitlines() if "send: " in ln]
     assert len(calls) == 2 and carries == ['[".device/mnist"]', '[".device/cifar10-jpeg"]']
-    assert "TOO BIG" not in staged.stdout and staged.stdout.count("of the 64 MiB a call carries") == 2
+    assert "TOO BIG" not in staged.stdout and staged.stdout.count("of the 64 MiB a job sends") == 2
     env = _device_env(tmp_path)
     check = subprocess.run([sys.executable, "-c", "import mlxtend"], cwd=tree, env=env, capture_output=True, text=True)
     assert check.returncode != 0 and "not on the GPU machine" in check.stderr  # the blocker works
