@@ -270,10 +270,10 @@ def run_pages(todo: list, extra: dict, jobs: int, book: Path = BOOK) -> tuple[li
             for proc in list(getattr(pool, "_processes", {}).values()):  # the running pages too
                 proc.terminate()
             numba.kill()
-            raise
-        finally:
+            pool.shutdown(wait=True)
             for tmp in Path(book).rglob(".tmp-*.ipynb"):  # a page killed before its own clean-up
                 tmp.unlink(missing_ok=True)
+            raise
     times.sort(key=lambda t: [p[1] for p in todo].index(t["page"]))
     return times, numba_s
 
