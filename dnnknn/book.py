@@ -113,11 +113,16 @@ def execute(source: str, page: str, parameters: dict, cwd: Path = ROOT, book: Pa
         raise
 
 
+def page_id(page: str) -> str:
+    """The short name `--only` takes for a page: "01", "paper/03", "claims"."""
+    folder, _, name = page.removesuffix(".ipynb").rpartition("/")
+    return (folder + "/" if folder else "") + name.split("_")[0]
+
+
 def rerun_box(page: str, declared: dict, given: dict) -> str:
     """Markdown for the box under a page's title: its parameters (name, value on this page, what it
     sets, from the parameters cell) and the command that reruns this page."""
-    pid = page.removesuffix(".ipynb")
-    pid = pid.split("_")[0] if "/" not in pid else pid.split("/")[0] + "/" + pid.split("/")[1].split("_")[0]
+    pid = page_id(page)
     rows = []
     for name, d in declared.items():
         value = json.dumps(given[name]) if name in given else d["default"]

@@ -40,7 +40,7 @@ MNIST_SCHEDULE = (0.15, 0.3, 0.4)
 # Only the real MNIST: the authors' drops are fixed steps tuned for 1,000 steps over 60,000 images (the
 # first after half an epoch). The quick profile's MNIST-5k runs (300 steps over 4,000 images, 15 epochs)
 # keep the CIFAR proportions: with the MNIST ones its Wide-ResNet-10-1 and MLP-640 stopped near 76%.
-MNIST_LIKE = ("mnist",)
+MNIST_SCHEDULE_DATASETS = ("mnist",)
 # Random labels train without augmentation by default. The paper does not say; the authors'
 # random-label configurations differ (`train_simple_*.ini` at 2fe274d, March 2018: augmentation on;
 # at 009f8e5 and f704143: off). With it, the quick profile's Wide-ResNet-10-1 reached 93.4% training
@@ -96,7 +96,7 @@ class RunConfig:
         gd = self.optimizer == "gd"
         ms = self.lr_milestones
         if ms is None:  # GD: steps 200, 300 (appendix D); SGD: the authors' schedule (see above)
-            fractions = MNIST_SCHEDULE if self.dataset in MNIST_LIKE else CIFAR_SCHEDULE
+            fractions = MNIST_SCHEDULE if self.dataset in MNIST_SCHEDULE_DATASETS else CIFAR_SCHEDULE
             ms = (tuple(m for m in (200, 300) if m <= self.steps) if gd
                   else tuple(int(self.steps * f) for f in fractions))
         ev = tuple(sorted(set(self.eval_steps if self.eval_steps is not None else eval_schedule(self.steps))))
@@ -105,7 +105,7 @@ class RunConfig:
             full = tuple(sorted(set(full) & set(ev)))
             full = None if full == ev else full
         # random labels: no augmentation, so that the network can memorise the images themselves,
-        # as the paper's do (100% training accuracy; see the note above MNIST_LIKE)
+        # as the paper's do (100% training accuracy; see the note above MNIST_SCHEDULE_DATASETS)
         augment = self.augment if self.augment is not None else not gd and self.labels == "true"
         is_wrn = self.model == "wrn"
         return dataclasses.replace(

@@ -112,6 +112,7 @@ def check_every_page(browser, base: str, pages):
             "t.getBoundingClientRect().width > t.closest('article, main').getBoundingClientRect().width + 1)"
             ".map(t => t.innerText.slice(0, 60))")
         assert wide == [], (page, wide)
-        pid = page.removesuffix(".ipynb")
-        pid = pid.split("_")[0] if "/" not in pid else pid.split("/")[0] + "/" + pid.split("/")[1].split("_")[0]
+        from dnnknn.book import page_id
+        pid = page_id(page)
+        assert pid in {"claims", "fill", "intro"} or pid.removeprefix("paper/")[:2].isdigit(), pid
         assert f"--only {pid}" in browser.execute_script("return document.querySelector('main').textContent"), page
