@@ -4,8 +4,9 @@
     python benchmarks/train.py --small         # CPU: Wide-ResNet-10-1 and fewer steps
     OMP_NUM_THREADS=1 python benchmarks/train.py --quick-bf16   # the quick profile's steps: bf16 / fp32
 
-One training step is what `dnnknn.train.fit` does: batch augmentation on the device, autocast
-(bf16 on CUDA unless --fp32), channels-last convolutions, Nesterov SGD. FLOPs per image are
+One training step is `dnnknn.train.train_step`, the one `fit` takes: batch augmentation on the device,
+autocast (bf16 on CUDA unless --fp32), channels-last convolutions, Nesterov SGD with appendix A's
+CIFAR-10 weight decay on the weights only (`make_optimizer`). FLOPs per image are
 counted with torch.utils.flop_counter over one forward and backward pass (not guessed); MFU =
 FLOPs/image x images/s / the device's dense peak (--peak-tflops; known GPUs are filled in).
 --quick-bf16 times the quick profile's training steps (MNIST-shaped, batch 200, Wide-ResNet-10-1,
@@ -18,12 +19,11 @@ import argparse
 import time
 
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from dnnknn.data import augment
+from dnnknn.config import RunConfig
 from dnnknn.models import build_model, count_parameters
-from dnnknn.train import cpu_has_bf16, memory_format, resolve_device
+from dnnknn.train import cpu_has_bf16, make_optimizer, memory_format, resolve_device, train_step
 
 PEAK_BF16_TFLOPS = {"H100": 790.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}  # dense
 
@@ -43,20 +43,16 @@ def bench(model_name, kw, dev, precision, batch, warmup, steps, shape=(3, 32, 32
     model = build_model(model_name, shape, 10, **kw).to(dev)
     fmt = memory_format(model_name)  # as fit: channels-last for the convolutional models
     model = model.to(memory_format=fmt)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    cfg = RunConfig(dataset="cifar10" if shape[0] == 3 else "mnist", model=model_name, **kw).resolve()
+    opt = make_optimizer(model, cfg)
     x_all = torch.randn(batch * 4, *shape, device=dev)
     y_all = torch.randint(0, 10, (batch * 4,), device=dev)
     g = torch.Generator(device=dev).manual_seed(0)
 
     def step(i):
         idx = slice((i % 4) * batch, (i % 4 + 1) * batch)
-        x = augment(x_all[idx], flip, g).contiguous(memory_format=fmt)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = F.cross_entropy(model(x).float(), y_all[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss
+        return train_step(model, opt, x_all[idx], y_all[idx], gen=g, flip=flip, fmt=fmt,
+                          precision="bf16-train" if precision == "bf16" else "fp32")
 
     with FlopCounterMode(display=False) as fc:
         step(0)

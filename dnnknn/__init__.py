@@ -9,10 +9,22 @@
 """
 __version__ = "0.2.0"  # bumped when the numbers a run produces change (0.2: k-NN on the normalised embedding, decay on weights)
 
-from .config import RunConfig  # noqa: E402
-from .errors import ConfigError, DataNotFoundError, DnnKnnError, TrainingDiverged  # noqa: E402
-from .runs import Run, RunStore  # noqa: E402
-from .probe import probe  # noqa: E402  (shadows the submodule: `from dnnknn import probe` is the function)
+# The public names load on first use (PEP 562), so that `python -m dnnknn --help` and the names in
+# `dnnknn.names` import no torch.
+_PUBLIC = {"RunConfig": "config", "RunStore": "runs", "Run": "runs", "probe": "probing",
+           "DnnKnnError": "errors", "ConfigError": "errors", "DataNotFoundError": "errors",
+           "TrainingDiverged": "errors"}
+__all__ = [*_PUBLIC, "__version__"]
 
-__all__ = ["RunConfig", "RunStore", "Run", "DnnKnnError", "ConfigError", "DataNotFoundError",
-           "TrainingDiverged", "probe", "__version__"]
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        import importlib
+        value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dnnknn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

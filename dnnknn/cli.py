@@ -2,25 +2,29 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
-from .config import OPTIMIZERS, PRECISIONS, WEIGHT_DECAY_RULES, RunConfig, eval_schedule
-from .data import DATASETS
+from .config import CIFAR_SCHEDULE, MNIST_SCHEDULE, RunConfig, eval_schedule
 from .errors import DnnKnnError
-from .knn import METRICS
-from .models import MODELS
+from .names import (DATASETS, LABELS, METRICS, MODELS, OPTIMIZERS, PRECISIONS, PROFILES, SECTIONS,
+                    WEIGHT_DECAY_RULES)
+
+
+def _pct(fractions) -> str:
+    return "/".join(f"{round(100 * f)}" for f in fractions) + "%%"
 
 
 def _train_parser(sub):
     p = sub.add_parser("train", help="train a network with the k-NN evaluation and print its measures",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", default="mnist5k", help=f"one of {', '.join(DATASETS)}")
-    p.add_argument("--model", default="mlp640", choices=MODELS, help="network")
+    p.add_argument("--model", default="mlp640", choices=MODELS, help="network (appendix A)")
     p.add_argument("--steps", type=int, default=1000, help="training steps")
     p.add_argument("--depth", type=int, help="Wide-ResNet depth (default 28)")
     p.add_argument("--width", type=int, help="Wide-ResNet width (default 10)")
-    p.add_argument("--labels", default="true", choices=("true", "random"),
+    p.add_argument("--labels", default="true", choices=LABELS,
                    help="random: uniformly random train and test labels, fixed by --label-seed")
     p.add_argument("--label-seed", type=int, default=0, help="seed of the random labels")
     p.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS,
@@ -28,7 +32,8 @@ def _train_parser(sub):
     p.add_argument("--batch-size", type=int, help="default 200 (sgd), whole training set (gd)")
     p.add_argument("--lr", type=float, help="initial learning rate (default 0.1 sgd, 10 gd)")
     p.add_argument("--lr-milestones", type=int, nargs="*",
-                   help="steps where the lr is multiplied by 0.2 (default 30/60/80%% of the steps; gd 200 300)")
+                   help="steps where the lr is multiplied by 0.2 (default: the authors' schedule, MNIST at "
+                        f"{_pct(MNIST_SCHEDULE)} of the steps, other data at {_pct(CIFAR_SCHEDULE)}; gd 200 300)")
     p.add_argument("--weight-decay", type=float, help="default: the paper's per model and dataset")
     p.add_argument("--weight-decay-rule", default="authors", choices=WEIGHT_DECAY_RULES,
                    help="authors: rate^2 for LeNet/MLP-640, the rate for Wide-ResNet (the authors' code); "
@@ -60,24 +65,28 @@ def _train_parser(sub):
     return p
 
 
-def config_from_args(a) -> RunConfig:
-    from .train import resolve_device
-
+def config_from_args(a, resolve: bool = True) -> RunConfig:
+    """The run the train command describes; checked before torch is imported (resolve=False keeps
+    the device as given)."""
     eval_steps = tuple(a.eval_steps) if a.eval_steps else None
     if a.eval_every is not None:
         if a.eval_every <= 0:
             raise DnnKnnError(f"--eval-every must be positive, got {a.eval_every}")
         eval_steps = eval_schedule(a.steps, a.eval_every)
-    return RunConfig(
+    cfg = RunConfig(
         dataset=a.dataset, model=a.model, steps=a.steps, labels=a.labels, label_seed=a.label_seed,
         depth=a.depth, width=a.width, optimizer=a.optimizer, batch_size=a.batch_size, lr=a.lr,
         lr_milestones=tuple(a.lr_milestones) if a.lr_milestones is not None else None,
-        weight_decay=a.weight_decay, weight_decay_rule=a.weight_decay_rule, augment=False if a.no_augment else None, eval_steps=eval_steps,
-        ks=tuple(a.k), metrics=tuple(a.metric), pca_dims=tuple(a.pca), eval_train=a.eval_train,
-        train_eval_steps=tuple(a.train_eval_steps) if a.train_eval_steps is not None else None,
+        weight_decay=a.weight_decay, weight_decay_rule=a.weight_decay_rule, augment=False if a.no_augment else None,
+        eval_steps=eval_steps, ks=tuple(a.k), metrics=tuple(a.metric), pca_dims=tuple(a.pca),
+        eval_train=a.eval_train, train_eval_steps=tuple(a.train_eval_steps) if a.train_eval_steps is not None else None,
         exclude_self=a.exclude_self, probe_layers=tuple(a.probe_layers),
-        limit=tuple(a.limit) if a.limit else None, seed=a.seed,
-        device=resolve_device(a.device).type, precision=a.precision)
+        limit=tuple(a.limit) if a.limit else None, seed=a.seed, device=a.device, precision=a.precision)
+    cfg.resolve()  # every setting checked (train_eval_steps against the evaluation steps, ...)
+    if not resolve:
+        return cfg
+    from .train import resolve_device
+    return dataclasses.replace(cfg, device=resolve_device(a.device).type)
 
 
 def summary(run) -> str:
@@ -98,7 +107,7 @@ def _interrupted_text(a) -> str:
         from .runs import RunStore
         try:
             store = RunStore(a.runs_dir)
-            ckpt = store.root / ".partial" / store.key(config_from_args(a)) / "ckpt.pt"
+            ckpt = store.root / ".partial" / store.key(config_from_args(a, resolve=False)) / "ckpt.pt"
         except Exception:  # noqa: BLE001 - only for the message
             ckpt = Path("/nonexistent")
         if ckpt.exists():
@@ -109,26 +118,85 @@ def _interrupted_text(a) -> str:
     return "stopped"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dnnknn", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    _train_parser(sub)
+def _train(a) -> int:
+    cfg = config_from_args(a)
+    from .runs import RunStore
+
+    store = RunStore(a.runs_dir)
+    run = store.find(cfg)
+    cached = run is not None
+    if run is None:
+        run = store.train(cfg, data_dir=a.data_dir, progress=not a.no_progress, wait=not a.no_wait)
+    print(f"{run.config.label()} - last evaluation at step {max(run.config.resolve().eval_steps)}"
+          + (" (from the run store, no training)" if cached else ""))
+    print(summary(run))
+    print(f"device: {run.meta['device_name']}; wall time {run.meta['wall_time_s']:.1f} s; "
+          f"code {run.meta['code_version']}")
+    print(f"records: {run.path}")
+    return 0
+
+
+def _book(a) -> int:
+    from .book import main as book_main
+    return book_main(a)
+
+
+def _export(a) -> int:
+    from .runs import RunStore, export
+
+    store = RunStore(a.runs_dir)
+    if not a.keys:
+        for run in store.runs(report=lambda e: print(f"damaged (not exportable): {e}")):
+            print(run.key, run.config.label(), run.meta["device_name"], sep="  |  ")
+        return 0
+    for key in a.keys:
+        print(f"exported {export(store, key, a.to)}")
+    return 0
+
+
+def _grid(a) -> int:
+    from .grid import grid_configs, submit
+    from .profiles import Params
+
+    P = Params.from_notebook(profile=a.profile, datasets=a.datasets, models=a.models, steps=a.steps,
+                             n_runs=a.n_runs, device=a.device, data_dir=a.data_dir,
+                             runs_dir=a.runs_dir, train_missing=True,
+                             precision=None if a.precision == "auto" else a.precision)
+    cfgs = grid_configs(P, *(s in a.sections for s in SECTIONS))
+    if a.dry_run:
+        store = P.store()
+        for c in cfgs:
+            print(("done    " if store.find(c) else "missing ") + c.label())
+        return 0
+    submit(P, cfgs, a.executor, a.log_dir, a.partition, a.gpus_per_job, a.cpus_per_job,
+           a.timeout_min, wait=not a.no_wait)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    from . import gpubox
+
+    ap = argparse.ArgumentParser(prog="python -m dnnknn", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    _train_parser(sub).set_defaults(func=_train)
     b = sub.add_parser("book", help="execute the notebooks with papermill and build the HTML book")
     b.add_argument("--only", nargs="+", help="only these notebooks (name prefixes, e.g. 01 paper/03)")
     b.add_argument("-p", nargs="+", action="append", metavar=("NAME", "VALUE"),
                    help="a notebook parameter (JSON value), e.g. -p steps 500 -p datasets '[\"mnist5k\"]'")
-    b.add_argument("--profile", choices=("quick", "paper"), help="the profile for the notebooks run")
+    b.add_argument("--profile", choices=PROFILES, help="the profile for the notebooks run")
     b.add_argument("--no-execute", action="store_true", help="only build the HTML from book/")
     b.add_argument("--no-build", action="store_true", help="only execute the notebooks")
     b.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="notebooks executed side by side (each kernel gets cores / jobs threads)")
+    b.set_defaults(func=_book)
     e = sub.add_parser("export", help="copy finished runs from the run store into results/ (committed)")
     e.add_argument("keys", nargs="*", help="run keys (folder names); none = list the store's runs")
     e.add_argument("--runs-dir", help="run store (default $DNNKNN_RUNS or ./runs)")
     e.add_argument("--to", default=None, help="destination (default: the repository's results/)")
+    e.set_defaults(func=_export)
     g = sub.add_parser("grid", help="submit every run a profile needs through submitit (Slurm or local)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g.add_argument("--profile", default="paper", choices=("quick", "paper"))
+    g.add_argument("--profile", default="paper", choices=PROFILES)
     g.add_argument("--executor", default="slurm", choices=("slurm", "local"),
                    help="slurm: one job per run; local: local processes through submitit")
     g.add_argument("--partition", help="Slurm partition")
@@ -137,12 +205,12 @@ def main(argv=None) -> int:
     g.add_argument("--timeout-min", type=int, default=24 * 60, help="time limit per job")
     g.add_argument("--no-wait", action="store_true", help="return after submitting")
     g.add_argument("--log-dir", help="submitit logs (default <runs-dir>/grid-logs; shared on a cluster)")
-    g.add_argument("--datasets", nargs="+", help="default: the profile's")
-    g.add_argument("--models", nargs="+", choices=MODELS, help="default: all three")
+    g.add_argument("--datasets", nargs="+", help=f"default: the profile's; any of {', '.join(DATASETS)}")
+    g.add_argument("--models", nargs="+", choices=MODELS, help="default: the profile's (all three)")
     g.add_argument("--steps", type=int, help="default: the profile's")
-    g.add_argument("--n-runs", type=int, help="seeds of every main run (the spread beside the paper's values; Table 1's 10) (default: the profile's)")
-    g.add_argument("--sections", nargs="+", default=["main", "random", "gd"], choices=("main", "random", "gd"),
-                   help="which kinds of runs")
+    g.add_argument("--n-runs", type=int, help="seeds of every main run (the spread beside the paper's values; "
+                                              "Table 1's 10) (default: the profile's)")
+    g.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS, help="which kinds of runs")
     g.add_argument("--device", default="cuda", help="device the jobs train on")
     g.add_argument("--precision", default="auto", choices=("auto", *PRECISIONS),
                    help="the profile's by default (quick: bf16-train on a CPU with native bf16, else fp32; "
@@ -150,81 +218,16 @@ def main(argv=None) -> int:
     g.add_argument("--data-dir", help="dataset root, shared with the compute nodes")
     g.add_argument("--runs-dir", help="run store, shared with the compute nodes")
     g.add_argument("--dry-run", action="store_true", help="list the runs and what is missing; submit nothing")
-    ds = sub.add_parser("device-stage", help="pack the data of the two GPU jobs into .device/ and print "
-                                             "what to copy to a GPU machine and the command to run there")
-    ds.add_argument("--data-dir", help="where MNIST and cifar10-jpeg are (default $DNNKNN_DATA or ../shared/data)")
-    ds.add_argument("--small", action="store_true", help="small packs, for the CPU rehearsal")
-    dr = sub.add_parser("device-run", help="on the GPU machine: run one call's items within a time budget",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    dr.add_argument("--call", required=True, choices=("mnist", "cifar10-jpeg"))
-    dr.add_argument("--data-dir", required=True, help="the staged folder carried with the call")
-    dr.add_argument("--out", required=True, help="$OUT: records.tar.gz and summary.md are written here")
-    dr.add_argument("--budget", type=float, default=480.0, help="seconds; items that no longer fit are skipped")
-    dr.add_argument("--device", default="auto")
-    dr.add_argument("--small", action="store_true", help="toy sizes (a CPU rehearsal)")
-    im = sub.add_parser("import", help="verify the run records of a device call and copy them into results/")
-    im.add_argument("archive", help="records.tar.gz from a device call")
-    im.add_argument("--to", help="destination (default: the repository's results/)")
-    a = parser.parse_args(argv)
+    g.set_defaults(func=_grid)
+    gpubox.add_commands(sub)
+    return ap
+
+
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
     try:
-        if a.command == "device-stage":
-            from .device import stage
-            stage(a.data_dir, small=a.small)
-            return 0
-        if a.command == "device-run":
-            from .device import run_call
-            run_call(a.call, a.data_dir, a.out, small=a.small, device=a.device, budget=a.budget)
-            return 0
-        if a.command == "import":
-            from .device import import_archive
-            for p in import_archive(a.archive, a.to):
-                print(f"imported {p}")
-            return 0
-        if a.command == "book":
-            from .book import main as book_main
-            return book_main(a)
-        if a.command == "grid":
-            from .profiles import Params
-            from .grid import grid_configs, submit
-
-            P = Params.from_notebook(profile=a.profile, datasets=a.datasets, models=a.models, steps=a.steps,
-                                     n_runs=a.n_runs, device=a.device, data_dir=a.data_dir,
-                                     runs_dir=a.runs_dir, train_missing=True,
-                                     precision=None if a.precision == "auto" else a.precision)
-            cfgs = grid_configs(P, *(s in a.sections for s in ("main", "random", "gd")))
-            if a.dry_run:
-                store = P.store()
-                for c in cfgs:
-                    print(("done    " if store.find(c) else "missing ") + c.label())
-                return 0
-            submit(P, cfgs, a.executor, a.log_dir, a.partition, a.gpus_per_job, a.cpus_per_job,
-                   a.timeout_min, wait=not a.no_wait)
-            return 0
-        if a.command == "export":
-            from .runs import RunStore, export
-            store = RunStore(a.runs_dir)
-            if not a.keys:
-                for run in store.runs(report=lambda e: print(f"damaged (not exportable): {e}")):
-                    print(run.key, run.config.label(), run.meta["device_name"], sep="  |  ")
-                return 0
-            for key in a.keys:
-                print(f"exported {export(store, key, a.to)}")
-            return 0
-        if a.command == "train":
-            from .runs import RunStore
-
-            cfg = config_from_args(a)
-            store = RunStore(a.runs_dir)
-            run = store.find(cfg)
-            cached = run is not None
-            if run is None:
-                run = store.train(cfg, data_dir=a.data_dir, progress=not a.no_progress, wait=not a.no_wait)
-            print(f"{run.config.label()} - last evaluation at step {max(run.config.resolve().eval_steps)}"
-                  + (" (from the run store, no training)" if cached else ""))
-            print(summary(run))
-            print(f"device: {run.meta['device_name']}; wall time {run.meta['wall_time_s']:.1f} s; "
-                  f"code {run.meta['code_version']}")
-            print(f"records: {run.path}")
+        rc = a.func(a)
+        return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
     except DnnKnnError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -236,4 +239,3 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"interrupted: {_interrupted_text(a)}", file=sys.stderr)
         return 130
-    return 0

@@ -7,26 +7,20 @@ import json
 import math
 from dataclasses import dataclass
 
-from .data import DATASETS, NAMED_DATASETS
 from .errors import ConfigError
-from .knn import METRICS
-from .models import MODELS
+from .names import (DATASETS, LABELS, METRICS, MODELS, OPTIMIZERS, PAD_FILLS, PRECISIONS,
+                    WEIGHT_DECAY_RULES, WRN_DEPTH_RULE, embed_dim, is_dataset, wrn_depth_ok)
 
-OPTIMIZERS = ("sgd", "gd")
 # Decay applies to the weights of convolutions and fully connected layers only (not to biases or
 # batch-norm), as in the authors' code (the `DW` variables). The coefficient on 1/2 |w|^2:
 #   "authors":    what giladcohen/tensorflow_TB applied: LeNet and MLP-640 put the rate into
 #                 slim.l2_regularizer *and* multiply the summed losses by it again (rate^2); the
 #                 Wide-ResNet applies the rate once.
 #   "paper-text": the rate as the paper states it, for every model.
-WEIGHT_DECAY_RULES = ("authors", "paper-text")
-# "fp32": the paper's; "bf16": bf16 autocast for training and embedding; "bf16-train": bf16
-# autocast for the training steps only, every evaluation (embedding, DNN predictions, k-NN) in fp32
-PRECISIONS = ("fp32", "bf16", "bf16-train")
-# What the crop's 2-pixel border holds. "black": the authors' order (pad the raw image with black,
+# (WEIGHT_DECAY_RULES; PRECISIONS are described in names.py.)
+# What the crop's 2-pixel border holds (PAD_FILLS): "black": the authors' order (pad the raw image with black,
 # crop, then standardise the crop; `lib/datasets/dataset_wrapper.py` at 48646ef); "zero": dnnknn
 # 0.2's (standardise, then pad with zeros: the image's mean grey, no second standardisation).
-PAD_FILLS = ("black", "zero")
 # New fields at these values describe what dnnknn 0.2 did: left out of a run's identity, so that
 # the runs made before the field existed keep their keys (and are found in results/).
 LEGACY_IDENTITY = {"pad_fill": ("zero", None), "full_eval_steps": (None,), "neighbour_images": (0,),
@@ -234,12 +228,10 @@ def _validate(c: RunConfig):
         if not cond:
             raise ConfigError(msg)
 
-    need(isinstance(c.dataset, str) and (c.dataset in NAMED_DATASETS
-                                         or c.dataset.startswith("imagefolder:")),
-         f"unknown dataset {c.dataset!r}; choose one of {', '.join(DATASETS)}")
+    need(is_dataset(c.dataset), f"unknown dataset {c.dataset!r}; choose one of {', '.join(DATASETS)}")
     need(c.model in MODELS, f"unknown model {c.model!r}; choose one of {', '.join(MODELS)}")
     need(c.optimizer in OPTIMIZERS, f"unknown optimizer {c.optimizer!r}; choose one of {OPTIMIZERS}")
-    need(c.labels in ("true", "random"), f"labels must be 'true' or 'random', got {c.labels!r}")
+    need(c.labels in LABELS, f"labels must be one of {LABELS}, got {c.labels!r}")
     need(_is_int(c.steps) and c.steps > 0, f"steps must be a positive integer, got {c.steps!r}")
     for name in ("seed", "label_seed"):  # the generators take (seed * 1,000,003 + ...) as a 64-bit int
         v = getattr(c, name)
@@ -258,8 +250,7 @@ def _validate(c: RunConfig):
         v = getattr(c, name)
         need(v is None or (number(v) and v >= 0), f"{name} must be a finite non-negative number, got {v!r}")
     need(c.momentum is None or c.momentum < 1, f"momentum must be below 1, got {c.momentum!r}")
-    need(c.depth is None or (_is_int(c.depth) and c.depth >= 10 and (c.depth - 4) % 6 == 0),
-         f"Wide-ResNet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...), got {c.depth!r}")
+    need(c.depth is None or wrn_depth_ok(c.depth), f"Wide-ResNet depth must be {WRN_DEPTH_RULE}, got {c.depth!r}")
     need(c.width is None or (_is_int(c.width) and c.width >= 1),
          f"Wide-ResNet width must be a positive integer (10 in the paper), got {c.width!r}")
     need(c.weight_decay_rule in WEIGHT_DECAY_RULES,
@@ -274,7 +265,7 @@ def _validate(c: RunConfig):
          f"metrics must be a non-empty tuple from {METRICS}, got {c.metrics!r}")
     need(isinstance(c.pca_dims, tuple) and all(_is_int(p) and p > 0 for p in c.pca_dims),
          f"pca_dims must be a tuple of positive integers, got {c.pca_dims!r}")
-    dims = 64 * (c.width or 10) if c.model == "wrn" else 640  # the embedding's size
+    dims = embed_dim(c.model, c.width)
     need(all(p <= dims for p in c.pca_dims),
          f"pca_dims must be at most the embedding's {dims} dimensions, got {c.pca_dims!r}")
     need(_is_int(c.neighbour_images) and c.neighbour_images >= 0,

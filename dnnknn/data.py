@@ -31,9 +31,7 @@ import torch
 
 from .errors import ConfigError, DataNotFoundError
 
-TORCHVISION_DATASETS = ("mnist", "cifar10", "cifar100")
-NAMED_DATASETS = ("mnist5k",) + TORCHVISION_DATASETS + ("cifar10-jpeg",)
-DATASETS = NAMED_DATASETS + ("imagefolder:<path>",)
+from .names import DATASETS, TORCHVISION_DATASETS
 
 
 @dataclass
@@ -403,7 +401,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, labels: str =
         if not (root / "cifar10-jpeg").is_dir():
             raise DataNotFoundError(f"dataset 'cifar10-jpeg' is not in {root}: put the JPEG copy's "
                                     f"train/<class>/*.jpg and test/<class>/*.jpg under {root / 'cifar10-jpeg'}, "
-                                    f"or its pack at {pack} (python -m dnnknn device-stage)")
+                                    f"or its pack at {pack} (python -m dnnknn gpu-stage)")
         xtr, ytr, xte, yte, nc = _imagefolder(str(root / "cifar10-jpeg"))
     elif name in TORCHVISION_DATASETS:
         xtr, ytr, xte, yte, nc = _torchvision(name, root, download)

@@ -39,8 +39,8 @@ import torch
 
 from .errors import ConfigError
 from .knn_kernels import l1_distances, select_dense, vote_kernel
+from .names import METRICS
 
-METRICS = ("l1", "l2")
 _BUFFER = 256 * 2**20  # bytes of distances per chunk of queries
 
 

@@ -25,9 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import ConfigError
-
-MODELS = ("mlp640", "lenet", "wrn")
-EMBED = 640
+from .names import EMBED_DIM as EMBED, MODELS, WRN_DEPTH_RULE, wrn_depth_ok
 
 
 class L2Normalize(nn.Module):
@@ -137,8 +135,8 @@ class _Head(nn.Module):
 
 
 def wrn(in_shape, num_classes: int, depth: int = 28, width: int = 10, slope: float = 0.1) -> ProbedNet:
-    if not isinstance(depth, int) or (depth - 4) % 6 or depth < 10:
-        raise ConfigError(f"Wide-ResNet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...), got {depth!r}")
+    if not wrn_depth_ok(depth):
+        raise ConfigError(f"Wide-ResNet depth must be {WRN_DEPTH_RULE}, got {depth!r}")
     if not isinstance(width, int) or width < 1:
         raise ConfigError(f"Wide-ResNet width must be a positive integer, got {width!r}")
     n = (depth - 4) // 6

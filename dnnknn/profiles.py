@@ -24,11 +24,11 @@ from pathlib import Path
 
 from .config import CIFAR_SCHEDULE, RunConfig, eval_schedule
 from .errors import ConfigError
+from .names import DATASETS, METRICS, MODELS, PRECISIONS, PROFILES, WRN_DEPTH_RULE, is_dataset, wrn_depth_ok
 from .runs import Run, RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "results"  # committed, read-only records of runs made elsewhere
-PROFILES = ("quick", "paper")
 PAPER_DATASETS = ("mnist", "cifar10", "cifar100")
 TABLE1_KS = (1, 5, 30, 150, 1000)
 FIG2_KS = (1, 5, 30, 100)
@@ -126,16 +126,12 @@ class Params:
                                     runs_dir=self.runs_dir, **given)
 
     def _check_values(self):
-        from .data import DATASETS
-        from .knn import METRICS
-        from .models import MODELS
-
         for name in ("datasets", "models"):
             if not getattr(self, name):
                 raise ConfigError(f"parameter {name!r} must name at least one, got []")
         for name, names in (("datasets", self.datasets), ("gd_dataset", (self.gd_dataset,))):
             for d in names:
-                if d not in DATASETS[:-1] and not d.startswith("imagefolder:"):  # the named ones
+                if not is_dataset(d):
                     raise ConfigError(f"parameter {name!r}: unknown dataset {d!r}; allowed: {', '.join(DATASETS)}")
         if self.random_limit is not None and (len(self.random_limit) != 2 or min(self.random_limit) <= 0):
             raise ConfigError(f"parameter 'random_limit' must be two positive numbers of images (train, test), "
@@ -153,9 +149,8 @@ class Params:
                 raise ConfigError(f"parameter {name!r} must be a positive integer, got {v!r}")
         if any(k <= 0 for k in self.ks):
             raise ConfigError(f"parameter 'ks' must hold positive integers, got {list(self.ks)}")
-        if (self.wrn_depth - 4) % 6 or self.wrn_depth < 10:
-            raise ConfigError(f"parameter 'wrn_depth' must be 6n+4 (10, 16, 22, 28...), got {self.wrn_depth}")
-        from .config import PRECISIONS
+        if not wrn_depth_ok(self.wrn_depth):
+            raise ConfigError(f"parameter 'wrn_depth' must be {WRN_DEPTH_RULE}, got {self.wrn_depth}")
         if self.precision not in ("auto", *PRECISIONS):
             raise ConfigError(f"parameter 'precision' must be one of auto, {', '.join(PRECISIONS)}; "
                               f"got {self.precision!r}")

@@ -20,13 +20,9 @@ Read-only stores (such as the repository's committed `results/`) can be searched
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import socket
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,73 +34,11 @@ import pandas as pd
 from . import __version__
 from .config import RunConfig
 from .errors import ConfigError, DnnKnnError
-
-RUN_FILES = ("config.json", "meta.json", "measures.csv", "losses.csv", "predictions.npz")
-MANIFEST = "manifest.json"
-
-
-class DamagedRun(DnnKnnError):
-    """A run folder whose files do not match its manifest."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_manifest(folder: Path):
-    files = {f: {"bytes": (folder / f).stat().st_size, "sha256": _sha256(folder / f)} for f in RUN_FILES}
-    (folder / MANIFEST).write_text(json.dumps(files, indent=1))
-
-
-def verify(folder: Path):
-    """Raise DamagedRun naming the first file that is missing or differs from the manifest."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except FileNotFoundError:
-        raise DamagedRun(f"run {folder.name}: {MANIFEST} is missing") from None
-    except (OSError, ValueError):
-        raise DamagedRun(f"run {folder.name}: {MANIFEST} is unreadable") from None
-    for f in RUN_FILES:
-        path, want = folder / f, manifest.get(f) if isinstance(manifest, dict) else None
-        if not (isinstance(want, dict) and isinstance(want.get("bytes"), int) and isinstance(want.get("sha256"), str)):
-            raise DamagedRun(f"run {folder.name}: {MANIFEST} is damaged (no size and checksum for {f})")
-        if not path.is_file():
-            raise DamagedRun(f"run {folder.name}: {f} is missing")
-        if path.stat().st_size != want["bytes"]:
-            raise DamagedRun(f"run {folder.name}: {f} is damaged ({path.stat().st_size} bytes, "
-                             f"{want['bytes']} expected)")
-        if _sha256(path) != want["sha256"]:
-            raise DamagedRun(f"run {folder.name}: {f} is damaged (its contents differ from the checksum "
-                             f"in {MANIFEST})")
-
+from .lock import RunLock
+from .provenance import MANIFEST, RUN_FILES, DamagedRun, code_version, device_name, verify, write_manifest  # noqa: F401
 
 def default_store_dir() -> Path:
     return Path(os.environ.get("DNNKNN_RUNS") or "runs").expanduser()
-
-
-def code_version() -> str:
-    """Library version plus the git commit of the source tree (with '+dirty' when modified)."""
-    here = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", str(here)], cwd=here,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha, dirty = "", ""
-    return f"{__version__}" + (f"+g{sha}" if sha else "") + ("+dirty" if dirty else "")
-
-
-def device_name(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
 class Run:
@@ -308,114 +242,6 @@ def export(store: RunStore, key: str, to: str | os.PathLike | None = None) -> Pa
         raise DamagedRun(f"{e}: not exported; train it again (the same command) to recompute it") from None
     dest_root = Path(to) if to else Path(__file__).resolve().parents[1] / "results"
     return _publish(dest_root, key, lambda tmp: [shutil.copy2(src / f, tmp / f) for f in (*RUN_FILES, MANIFEST)])
-
-
-class RunLock:
-    """An O_EXCL lock file holding {pid, host}, its time refreshed every `beat` seconds while held.
-    A second process waits for the holder (one line saying so) or, with wait=False, stops with that
-    line. A lock is stale, and taken over, when its holder is a dead process on this host or when it
-    has not been refreshed for `stale_after` seconds (a job killed on another node); the takeover
-    renames the stale file first, so of several waiters exactly one takes it."""
-
-    def __init__(self, path: Path, label: str, wait: bool = True, poll: float = 1.0, beat: float = 30.0,
-                 stale_after: float = 600.0):
-        self.path, self.label, self.wait, self.poll = Path(path), label, wait, poll
-        self.beat, self.stale_after = beat, stale_after
-
-    def _read(self) -> tuple[dict | None, float]:
-        try:
-            return json.loads(self.path.read_text() or "{}"), self.path.stat().st_mtime
-        except FileNotFoundError:
-            return None, 0.0
-        except OSError:
-            return {}, time.time()
-        except ValueError:  # being written, or damaged: stale once its file is as old as a silent lock's
-            try:
-                return {}, self.path.stat().st_mtime
-            except OSError:
-                return None, 0.0
-
-    @staticmethod
-    def _alive(pid: int) -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-    def _stale(self, holder: dict, mtime: float) -> bool:
-        if time.time() - mtime > self.stale_after:
-            return True
-        pid = holder.get("pid")
-        return holder.get("host") == socket.gethostname() and isinstance(pid, int) and not self._alive(pid)
-
-    def _take_over(self, holder: dict) -> bool:
-        """Move the stale lock aside; True if it was the one judged stale (else put it back)."""
-        aside = self.path.with_name(f"{self.path.name}.stale-{os.getpid()}")
-        try:
-            os.rename(self.path, aside)
-        except FileNotFoundError:
-            return False  # another waiter moved it first
-        try:
-            moved = json.loads(aside.read_text() or "{}")
-        except (OSError, ValueError):
-            moved = {}
-        if moved != holder:  # a fresh lock was taken meanwhile: give it back
-            try:
-                os.link(aside, self.path)
-            except FileExistsError:
-                pass
-            aside.unlink(missing_ok=True)
-            return False
-        aside.unlink(missing_ok=True)
-        print(f"taking over the stale lock of {self.label} (PID {holder.get('pid', '?')} on "
-              f"{holder.get('host', '?')} is gone)", file=sys.stderr, flush=True)
-        return True
-
-    def _heartbeat(self):
-        while not self._stop.wait(self.beat):
-            try:
-                os.utime(self.path)
-            except OSError:
-                pass
-
-    def __enter__(self):
-        import threading
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname()}
-        said = False
-        while True:
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder, mtime = self._read()
-                if holder is None:
-                    continue
-                if self._stale(holder, mtime):
-                    self._take_over(holder)
-                    continue
-                line = (f"{self.label} is being computed by PID {holder.get('pid', '?')} on "
-                        f"{holder.get('host', '?')} (lock {self.path})")
-                if not self.wait:
-                    raise ConfigError(f"{line}; wait for it, or run again without --no-wait")
-                if not said:
-                    print(f"waiting: {line}", file=sys.stderr, flush=True)
-                    said = True
-                time.sleep(self.poll)
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self._stop = threading.Event()
-            threading.Thread(target=self._heartbeat, daemon=True).start()
-            return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self.path.unlink(missing_ok=True)
-        return False
 
 
 def _as_config(cfg) -> RunConfig:

@@ -13,7 +13,6 @@ import dataclasses
 import functools
 import math
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -122,6 +121,42 @@ def memory_format(model_name: str) -> torch.memory_format:
     return torch.contiguous_format if model_name == "mlp640" else torch.channels_last
 
 
+def batch_at(data: Dataset, order: "EpochOrder", step: int, device=None):
+    """(x, y, black levels or None) of the step's training batch, on `device` (default: where the data is)."""
+    idx = order(step)
+    if idx is None:
+        x, y, black = data.x_train, data.y_train, data.black_train
+    else:
+        black = None if data.black_train is None else data.black_train[idx.to(data.black_train.device)]
+        idx = idx.to(data.x_train.device)
+        x, y = data.x_train[idx], data.y_train[idx]
+    if device is not None:
+        x, y, black = x.to(device), y.to(device), None if black is None else black.to(device)
+    return x, y, black
+
+
+def train_step(model, opt, x, y, lr: float | None = None, gen: torch.Generator | None = None, *,
+               flip: bool = False, black=None, precision: str = "fp32", fmt=torch.contiguous_format) -> torch.Tensor:
+    """One optimiser step on the batch (x, y): the batch augmentation when `gen` is given (padding with
+    `black`, the images' black levels, or zeros), forward under `precision`'s autocast, cross-entropy,
+    backward, update; `lr` sets every group's rate first. The one training step of `fit`,
+    `train_module`, the GPU box's calibration and benchmarks/train.py. Returns the loss as a 0-d
+    tensor (reading it waits for the device)."""
+    if gen is not None:
+        x = augment(x, flip, gen, black=black)
+    x = x.contiguous(memory_format=fmt)
+    if lr is not None:
+        for group in opt.param_groups:
+            group["lr"] = lr
+    model.train()
+    with autocast(x.device, precision):
+        loss = F.cross_entropy(model(x).float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def embed_batch(device: torch.device) -> int:
     """Images per forward pass when embedding: 1,000 on a GPU, 128 on a CPU (see `embed`)."""
     return 1000 if device.type == "cuda" else 128
@@ -222,9 +257,11 @@ def check_fits(cfg: RunConfig, n_train: int):
                           f"({n_train} here); choose pca_dims <= {n_train}")
 
 
-def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: bool | str = True) -> Records:
+def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: bool | str = True,
+        on_step=None) -> Records:
     """Train and evaluate; resume from `workdir/ckpt.pt` when present. `cfg` must be resolved.
     progress: True = a progress bar; "log" = one printed line per evaluation; False = silent.
+    on_step(step): called before each training step (after that step's evaluation and checkpoint).
     The final checkpoint (the trained model at the last step) is left in `workdir`."""
     dev = resolve_device(cfg.device)
     cfg = dataclasses.replace(cfg, device=str(dev))  # the k-NN searches where the model runs
@@ -269,7 +306,6 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
 
     order = EpochOrder(n_train, cfg.batch_size, cfg.seed, dev)
     last_eval = _last_eval_text(rec)
-    kill_at = int(os.environ.get("DNNKNN_KILL_AT_STEP", "-1"))  # test hook: die like a killed job
     t0 = last_ckpt = time.time()
     from tqdm import tqdm
 
@@ -292,25 +328,13 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
                 last_ckpt = time.time()
             if step >= cfg.steps:
                 break
-            if step == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
-            # one training step
-            idx = order(step)
-            x, y = (data.x_train, data.y_train) if idx is None else (data.x_train[idx], data.y_train[idx])
-            if cfg.augment:
-                black = None if cfg.pad_fill == "zero" else data.black_train if idx is None else data.black_train[idx]
-                x = augment(x, data.flip, _step_generator(dev, cfg.seed, 2, step), black=black)
-            x = x.contiguous(memory_format=fmt)
+            if on_step is not None:
+                on_step(step)
+            x, y, black = batch_at(data, order, step)
             lr = lr_at(cfg, step)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            model.train()
-            with autocast(dev, cfg.precision):
-                loss = F.cross_entropy(model(x).float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_v = loss.item()
+            gen = _step_generator(dev, cfg.seed, 2, step) if cfg.augment else None
+            loss_v = train_step(model, opt, x, y, lr, gen, flip=data.flip, fmt=fmt, precision=cfg.precision,
+                                black=None if cfg.pad_fill == "zero" else black).item()
             if not math.isfinite(loss_v):
                 raise TrainingDiverged(
                     f"the loss became {loss_v} at step {step + 1} of {cfg.label()} (lr {lr:g}); "
@@ -353,17 +377,10 @@ def train_module(model: torch.nn.Module, data: Dataset, steps: int, batch: int =
     opt = torch.optim.SGD(decay_groups(model, weight_decay), lr=lr, momentum=momentum, nesterov=momentum > 0)
     order, losses = EpochOrder(len(data.y_train), batch, seed, "cpu"), []
     for step in range(start, steps):
-        idx = order(step)
-        x, y = (data.x_train, data.y_train) if idx is None else (data.x_train[idx], data.y_train[idx])
-        x, y = x.to(dev), y.to(dev)
-        if augment_batches:
-            black = data.black_train if data.black_train is None or idx is None else data.black_train[idx]
-            x = augment(x, data.flip, _step_generator(dev, seed, 2, step), black=black)
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if not math.isfinite(loss.item()):
-            raise TrainingDiverged(f"the loss became {loss.item()} at step {step + 1} (lr {lr:g}); lower lr")
-        losses.append(loss.item())
+        x, y, black = batch_at(data, order, step, dev)
+        gen = _step_generator(dev, seed, 2, step) if augment_batches else None
+        loss = train_step(model, opt, x, y, gen=gen, flip=data.flip, black=black).item()
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"the loss became {loss} at step {step + 1} (lr {lr:g}); lower lr")
+        losses.append(loss)
     return losses

@@ -283,16 +283,16 @@ def test_params_defaults_follow_the_profile():
     assert old.lr_milestones == (300, 600, 800) and old.pad_fill == "zero" and old.full_eval_steps is None
 
 
-def test_device_run_removes_its_temporary_store(monkeypatch, tmp_path):
-    import dnnknn.device
+def test_gpu_run_removes_its_temporary_store(monkeypatch, tmp_path):
+    import dnnknn.gpubox
     seen = []
 
-    def fake(call, data_dir, out, small, device, budget, runs_dir):
+    def fake(call, data_dir, out, small, device, budget, runs_dir, limits):
         assert os.path.isdir(runs_dir)
         seen.append(runs_dir)
         return tmp_path
-    monkeypatch.setattr(dnnknn.device, "_run_call", fake)
-    dnnknn.device.run_call("mnist", str(tmp_path), str(tmp_path / "out"))
+    monkeypatch.setattr(dnnknn.gpubox, "_run_call", fake)
+    dnnknn.gpubox.run_call("mnist", str(tmp_path), str(tmp_path / "out"))
     assert seen and not os.path.exists(seen[0])
 
 
@@ -300,8 +300,8 @@ def test_staging_bad_data_leaves_no_folder(tmp_path):
     from dnnknn.data import pack_dataset
     from dnnknn.errors import DataNotFoundError
     with pytest.raises(DataNotFoundError):
-        pack_dataset("mnist", tmp_path / "nothing-here", tmp_path / ".device" / "mnist" / "mnist.npz")
-    assert not (tmp_path / ".device").exists()
+        pack_dataset("mnist", tmp_path / "nothing-here", tmp_path / ".gpubox" / "mnist" / "mnist.npz")
+    assert not (tmp_path / ".gpubox").exists()
 
 
 def test_timing_reads_the_runs_dir_the_pages_used(tmp_path):

@@ -11,17 +11,15 @@ import pytest
 from dnnknn import ConfigError, RunConfig, RunStore
 from dnnknn.runs import MANIFEST, RUN_FILES, DamagedRun, Run, export
 
-from .conftest import ROOT
+from .conftest import ROOT, run_cli
 
 TINY = dict(dataset="mnist5k", model="mlp640", steps=6, eval_steps=(0, 6), limit=(300, 100), ks=(1, 5))
 CLI = ["--steps", "6", "--eval-every", "3", "--limit", "300", "100", "--k", "1", "5", "--device", "cpu"]
 
 
-def cli(args, store, env_extra=None, command="train", timeout=300):
-    env = {**os.environ, "DNNKNN_RUNS": str(store), **(env_extra or {})}
+def cli(args, store, env_extra=None, command="train"):
     extra = ["--no-progress"] if command == "train" else []
-    return subprocess.run([sys.executable, "-m", "dnnknn", command, *extra, *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return run_cli([command, *extra, *args], {"DNNKNN_RUNS": store, **(env_extra or {})})
 
 
 def one_line_error(r, *needles):

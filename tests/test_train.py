@@ -11,7 +11,7 @@ import dnnknn.data
 from dnnknn import ConfigError, RunConfig, RunStore, TrainingDiverged
 from dnnknn.train import lr_at, pred_key
 
-from .conftest import ROOT
+from .conftest import ROOT, run_cli
 
 TINY = dict(dataset="mnist5k", model="mlp640", steps=30, eval_steps=(0, 10, 20, 30), limit=(600, 200),
             ks=(1, 5), metrics=("l1", "l2"), eval_train=True)
@@ -116,10 +116,24 @@ def test_same_seed_same_numbers_other_seed_differs(tmp_path):
     assert not a.losses.loss.equals(c.losses.loss)
 
 
-def _cli(args, store, env_extra=None):
-    env = {**os.environ, "DNNKNN_RUNS": str(store), **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "dnnknn", "train", "--no-progress", *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+# the command line with a training-step callback that dies like a killed job (SIGKILL) before step N
+KILLED_AT = """
+import functools, os, signal, sys
+import dnnknn.train
+die = int(sys.argv.pop(1))
+dnnknn.train.fit = functools.partial(dnnknn.train.fit, on_step=lambda s: s == die and os.kill(os.getpid(), signal.SIGKILL))
+from dnnknn.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _cli(args, store, kill_at=None, env=None):
+    """The train command: in this process, or in a subprocess killed before step `kill_at`."""
+    if kill_at is None:
+        return run_cli(["train", "--no-progress", *args], {"DNNKNN_RUNS": store, **(env or {})})
+    return subprocess.run([sys.executable, "-c", KILLED_AT, str(kill_at), "train", "--no-progress", *args],
+                          cwd=ROOT, env={**os.environ, "DNNKNN_RUNS": str(store)}, capture_output=True,
+                          text=True, timeout=600)
 
 
 CLI_TINY = ["--steps", "40", "--eval-every", "10", "--limit", "600", "200", "--k", "1", "5",
@@ -127,7 +141,7 @@ CLI_TINY = ["--steps", "40", "--eval-every", "10", "--limit", "600", "200", "--k
 
 
 def test_kill_and_resume_gives_identical_numbers(tmp_path):
-    killed = _cli(CLI_TINY, tmp_path / "k", {"DNNKNN_KILL_AT_STEP": "25"})
+    killed = _cli(CLI_TINY, tmp_path / "k", kill_at=25)
     assert killed.returncode == -9, killed.stderr  # SIGKILL, mid-way between checkpoints
     assert list((tmp_path / "k").glob("*/measures.csv")) == []  # nothing finished in the store
     partial = list((tmp_path / "k" / ".partial").glob("*/ckpt.pt"))
@@ -169,7 +183,7 @@ def test_cli_prints_the_table(tmp_path):
 def test_bad_input_fails_cleanly(tmp_path, args, message):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     r = _cli(["--steps", "5", *args] if "--steps" not in args else args, tmp_path / "runs",
-             {"no_proxy": "*", "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"})
+             env={"no_proxy": "*", "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"})
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert message in r.stderr and r.stderr.startswith("error:")
     assert "Traceback" not in r.stderr

@@ -56,17 +56,17 @@ def test_staged_calls_run_as_on_the_device_and_import(tmp_path):
     tree.mkdir(parents=True)
     _copy_tree(tree)
     assert not (tree.parent / "shared").exists() and not (tree / ".venv").exists()
-    staged = subprocess.run([sys.executable, "-m", "dnnknn", "device-stage", "--small", "--data-dir", str(SHARED_DATA)],
+    staged = subprocess.run([sys.executable, "-m", "dnnknn", "gpu-stage", "--small", "--data-dir", str(SHARED_DATA)],
                             cwd=tree, capture_output=True, text=True, timeout=300)
     assert staged.returncode == 0, staged.stderr
     calls = [ln.split("command: ", 1)[1] for ln in staged.stdout.splitlines() if "command: " in ln]
     carries = [ln.split("send: ", 1)[1].split(" (with", 1)[0].strip() for ln in staged.stdout.splitlines() if "send: " in ln]
-    assert len(calls) == 2 and carries == ['[".device/mnist"]', '[".device/cifar10-jpeg"]']
+    assert len(calls) == 2 and carries == ['[".gpubox/mnist"]', '[".gpubox/cifar10-jpeg"]']
     assert "TOO BIG" not in staged.stdout and staged.stdout.count("of the 64 MiB a job sends") == 2
     env = _device_env(tmp_path)
     check = subprocess.run([sys.executable, "-c", "import mlxtend"], cwd=tree, env=env, capture_output=True, text=True)
     assert check.returncode != 0 and "not on the GPU machine" in check.stderr  # the blocker works
-    from dnnknn.device import import_archive
+    from dnnknn.gpubox import import_archive
     from dnnknn.runs import Run
 
     results = tmp_path / "results"
@@ -100,7 +100,7 @@ def test_staged_calls_run_as_on_the_device_and_import(tmp_path):
 
 
 def test_device_limits_are_enforced(tmp_path):
-    from dnnknn.device import check_out
+    from dnnknn.gpubox import check_out
     from dnnknn.errors import ConfigError
 
     for i in range(9):
@@ -118,7 +118,7 @@ def test_device_limits_are_enforced(tmp_path):
 def test_import_refuses_a_damaged_archive(tmp_path):
     import io
 
-    from dnnknn.device import import_archive
+    from dnnknn.gpubox import import_archive
     from dnnknn.runs import DamagedRun
 
     bad = tmp_path / "records.tar.gz"
@@ -147,7 +147,7 @@ def test_a_small_pack_is_never_taken_for_the_whole_dataset(tmp_path):
 
 def test_import_refuses_a_run_keyed_by_another_version(tmp_path):
     from dnnknn import RunConfig, RunStore
-    from dnnknn.device import import_archive, write_archive
+    from dnnknn.gpubox import import_archive, write_archive
     from dnnknn.runs import DamagedRun, Run
 
     run = RunStore(tmp_path / "s").get(RunConfig(dataset="mnist5k", steps=2, eval_steps=(0, 2), ks=(1,),

@@ -1,14 +1,17 @@
 """A GPU box for a few minutes: stage the data here, run one prepared job there, import what comes back.
 
 For a GPU you reach for minutes (a rented box over ssh/rsync, a cloud notebook, a cluster node),
-the job is sized to travel light: the repository plus one staged data folder (at most 64 MiB
-together), one command under a time budget with only `python3` and torch, numpy, numba, pandas,
-scikit-learn there (no mlxtend, papermill, jupyter-book, submitit, faiss), and at most 8 files of
-16 MiB back from its output folder. So:
+the job is sized to travel light: the repository plus one staged data folder (at most
+`--max-send-mib`, 64 MiB, together), one command under a time budget with only `python3` and torch,
+numpy, numba, pandas, scikit-learn there (no mlxtend, papermill, jupyter-book, submitit, faiss), and
+at most `--max-files` (8) files of `--max-file-mib` (16 MiB) back from its output folder. So:
 
-    python -m dnnknn device-stage                  # here: data packs into .device/, prints both jobs
-    python3 -m dnnknn device-run --call mnist ...  # there: prints a time budget, runs what fits
-    python -m dnnknn import OUT/records.tar.gz     # here: verified run records into results/
+    python -m dnnknn gpu-stage                  # here: data packs into .gpubox/, prints both jobs
+    python3 -m dnnknn gpu-run --call mnist ...  # there: prints a time budget, runs what fits
+    python -m dnnknn import OUT/records.tar.gz  # here: verified run records into results/
+
+The core library knows nothing of this module; the command line registers its three commands
+(`add_commands`).
 
 Calls and their items, most valuable first (each call ends inside `--budget` seconds, 480 by
 default; an item whose estimate no longer fits is skipped with a line saying so):
@@ -17,10 +20,11 @@ default; an item whose estimate no longer fits is skipped with a line saying so)
   appendix E), for `RANDOM_STEPS` steps.
 - `cifar10-jpeg`: MLP-640 and LeNet on the JPEG copy of CIFAR-10 at appendix A's settings (50,000
   steps); then the training-throughput / MFU and CUDA k-NN benchmarks.
-`--small` runs the same items at toy sizes on a CPU (the rehearsal in tests/test_device_check.py).
+`--small` runs the same items at toy sizes on a CPU (the rehearsal in tests/test_gpubox.py).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -35,17 +39,47 @@ from pathlib import Path
 from .errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGE = ".device"  # ignored by git; copied to the GPU machine with the repository
+STAGE = ".gpubox"  # ignored by git; copied to the GPU machine with the repository
 CALLS = {"mnist": "mnist", "cifar10-jpeg": "cifar10-jpeg"}  # call -> the dataset it carries
 # Section 4.4: the random-label networks are trained until they fit the training set (Figure 5
 # shows training accuracy reaching 100%). 60,000 random MNIST labels need tens of epochs; 15,000
 # steps of batch 200 are 50 epochs, which is what fits one 10-minute call beside the true-label run.
 RANDOM_STEPS = 15_000
-OUT_FILES, OUT_BYTES = 8, 16 * 2**20  # what comes back from $OUT
-CARRY_MIB = 64  # what a job sends: the repository and its staged data folder
+OUT_FILES, OUT_FILE_MIB = 8, 16  # default limits on what comes back from $OUT
+SEND_MIB = 64  # default limit on what a job sends: the repository and its staged data folder
 
 
-def stage(data_dir: str | os.PathLike | None = None, small: bool = False, dest: str = STAGE) -> dict:
+def add_commands(sub):
+    """The GPU-box commands, on the command line's subparsers (each `func` runs one; what it returns
+    is not its exit status: the command line exits 0 unless it raises)."""
+    ds = sub.add_parser("gpu-stage", help="pack the data of the two GPU jobs into .gpubox/ and print "
+                                          "what to copy to a GPU machine and the command to run there")
+    ds.add_argument("--data-dir", help="where MNIST and cifar10-jpeg are (default $DNNKNN_DATA or ../shared/data)")
+    ds.add_argument("--small", action="store_true", help="small packs, for the CPU rehearsal")
+    ds.add_argument("--max-send-mib", type=float, default=SEND_MIB,
+                    help="what the GPU machine can be sent at once: the repository and a job's data folder")
+    ds.set_defaults(func=lambda a: stage(a.data_dir, small=a.small, max_send_mib=a.max_send_mib))
+    dr = sub.add_parser("gpu-run", help="on the GPU machine: run one job's items within a time budget",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    dr.add_argument("--call", required=True, choices=tuple(CALLS))
+    dr.add_argument("--data-dir", required=True, help="the staged folder copied with the repository")
+    dr.add_argument("--out", required=True, help="records.tar.gz and summary.md are written here")
+    dr.add_argument("--budget", type=float, default=480.0, help="seconds; items that no longer fit are skipped")
+    dr.add_argument("--device", default="auto")
+    dr.add_argument("--small", action="store_true", help="toy sizes (a CPU rehearsal)")
+    dr.add_argument("--max-files", type=int, default=OUT_FILES, help="files the output folder may hold")
+    dr.add_argument("--max-file-mib", type=float, default=OUT_FILE_MIB, help="size of each file in it")
+    dr.set_defaults(func=lambda a: run_call(a.call, a.data_dir, a.out, small=a.small, device=a.device,
+                                            budget=a.budget, max_files=a.max_files, max_file_mib=a.max_file_mib))
+    im = sub.add_parser("import", help="verify the run records a GPU job sent back and copy them into results/")
+    im.add_argument("archive", help="records.tar.gz from a GPU job")
+    im.add_argument("--to", help="destination (default: the repository's results/)")
+
+    im.set_defaults(func=lambda a: [print(f"imported {p}") for p in import_archive(a.archive, a.to)])
+
+
+def stage(data_dir: str | os.PathLike | None = None, small: bool = False, dest: str = STAGE,
+          max_send_mib: float = SEND_MIB) -> dict:
     """Pack each job's data into `dest/<call>/` and print what to copy and the command to run there."""
     from .data import pack_dataset
 
@@ -57,7 +91,7 @@ def stage(data_dir: str | os.PathLike | None = None, small: bool = False, dest: 
         t = time.time()
         pack = pack_dataset(dataset, src, ROOT / folder / f"{dataset}.npz", limit=limit)  # dest may be absolute
         mb = pack.stat().st_size / 2**20
-        cmd = (f"python3 -m dnnknn device-run --call {call} --data-dir {folder} --out $OUT"
+        cmd = (f"python3 -m dnnknn gpu-run --call {call} --data-dir {folder} --out $OUT"
                + (" --small --device cpu" if small else ""))
         calls[call] = {"send": [str(folder)], "command": cmd, "pack": str(pack), "MiB": round(mb, 1)}
         print(f"{call}: packed {dataset} from {src} into {pack} ({mb:.1f} MiB, {time.time() - t:.0f} s)")
@@ -67,8 +101,8 @@ def stage(data_dir: str | os.PathLike | None = None, small: bool = False, dest: 
     for call, c in calls.items():
         total = (tree + Path(c["pack"]).stat().st_size) / 2**20
         c["send_MiB"] = round(total, 1)
-        print(f"{call}: the repository ({tree / 2**20:.1f} MiB) and the pack make {total:.1f} MiB of the {CARRY_MIB} MiB a job sends"
-              + ("" if total <= CARRY_MIB else "  <-- TOO BIG for a quick transfer"))
+        print(f"{call}: the repository ({tree / 2**20:.1f} MiB) and the pack make {total:.1f} MiB of the "
+              f"{max_send_mib:g} MiB a job sends" + ("" if total <= max_send_mib else "  <-- TOO BIG for a quick transfer"))
     print("Copy the repository and each job's folder to the GPU machine (rsync, scp, a notebook's upload), run the "
           "job's command there with $OUT an empty folder, and copy $OUT/records.tar.gz back; then, here:\n"
           "  python -m dnnknn import records.tar.gz")
@@ -122,15 +156,18 @@ def _items(call: str, P, small: bool) -> list[tuple[str, object]]:
 def _calibrate(cfg, data, dev) -> tuple[float, float]:
     """(seconds per training step, seconds per image embedded) for cfg's model on this device."""
     import torch
-    import torch.nn.functional as F
 
     from .models import build_model
-    from .train import embed, make_optimizer
+    from .train import embed, make_optimizer, memory_format, train_step
 
+    fmt = memory_format(cfg.model)
     model = build_model(cfg.model, data.shape, data.num_classes, depth=cfg.depth, width=cfg.width).to(dev)
+    model = model.to(memory_format=fmt)
     opt = make_optimizer(model, cfg)
     b = min(cfg.batch_size or len(data.y_train), len(data.y_train))
     x, y = data.x_train[:b].to(dev), data.y_train[:b].to(dev)
+    black = None if data.black_train is None or cfg.pad_fill == "zero" else data.black_train[:b].to(dev)
+    gen = torch.Generator(device=dev).manual_seed(0) if cfg.augment else None
 
     def sync():
         if dev.type == "cuda":
@@ -140,17 +177,14 @@ def _calibrate(cfg, data, dev) -> tuple[float, float]:
         if i == 2:
             sync()
             t = time.time()
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        train_step(model, opt, x, y, gen=gen, flip=data.flip, black=black, precision=cfg.precision, fmt=fmt)
     sync()
     per_step = (time.time() - t) / 3
     n = min(2000, len(data.x_test))
-    embed(model, data.x_test[:n].to(dev))
+    embed(model, data.x_test[:n].to(dev), fmt=fmt)
     sync()
     t = time.time()
-    embed(model, data.x_test[:n].to(dev), model.layer_names)
+    embed(model, data.x_test[:n].to(dev), model.layer_names, fmt=fmt)
     sync()
     return per_step, (time.time() - t) / n
 
@@ -165,20 +199,23 @@ def estimate(cfg, data, dev) -> float:
 
 
 def run_call(call: str, data_dir: str, out: str, small: bool = False, device: str = "auto",
-             budget: float = 480.0, runs_dir: str | None = None) -> Path:
+             budget: float = 480.0, runs_dir: str | None = None, max_files: int = OUT_FILES,
+             max_file_mib: float = OUT_FILE_MIB) -> Path:
     """Run a call's items that fit in `budget` seconds; records.tar.gz and summary.md in `out` are
     rewritten after every item, so what finished comes back even if the call is cut short. Without
-    `runs_dir` the runs go to a temporary folder, removed at the end (their records are in `out`)."""
+    `runs_dir` the runs go to a temporary folder, removed at the end (their records are in `out`).
+    Ends by checking `out` against the limits on what comes back (max_files of max_file_mib)."""
+    limits = (max_files, max_file_mib)
     if runs_dir is not None:
-        return _run_call(call, data_dir, out, small, device, budget, runs_dir)
-    tmp = tempfile.mkdtemp(prefix="dnnknn-device-runs-")
+        return _run_call(call, data_dir, out, small, device, budget, runs_dir, limits)
+    tmp = tempfile.mkdtemp(prefix="dnnknn-gpu-runs-")
     try:
-        return _run_call(call, data_dir, out, small, device, budget, tmp)
+        return _run_call(call, data_dir, out, small, device, budget, tmp, limits)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _run_call(call, data_dir, out, small, device, budget, runs_dir) -> Path:
+def _run_call(call, data_dir, out, small, device, budget, runs_dir, limits=(OUT_FILES, OUT_FILE_MIB)) -> Path:
     import torch
 
     from .data import load_dataset
@@ -189,7 +226,7 @@ def _run_call(call, data_dir, out, small, device, budget, runs_dir) -> Path:
     if call not in CALLS:
         raise ConfigError(f"unknown call {call!r}; choose one of {', '.join(CALLS)}")
     if not Path(data_dir).is_dir():
-        raise ConfigError(f"no staged data in {data_dir}; run `python -m dnnknn device-stage` first and "
+        raise ConfigError(f"no staged data in {data_dir}; run `python -m dnnknn gpu-stage` first and "
                           f"copy that folder with the repository")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -270,7 +307,7 @@ def _run_call(call, data_dir, out, small, device, budget, runs_dir) -> Path:
         print(n)
     say(f"total {time.time() - t0:.0f} s")
     flush()
-    check_out(out)
+    check_out(out, *limits)
     print(f"wrote {archive} ({len(finished)} runs) and {out / 'summary.md'}")
     return archive
 
@@ -287,13 +324,15 @@ def write_archive(runs, path: Path):
     os.replace(tmp, path)
 
 
-def check_out(out: Path):
+def check_out(out: Path, max_files: int = OUT_FILES, max_file_mib: float = OUT_FILE_MIB):
+    """That the output folder fits what can be copied back: at most max_files of max_file_mib each."""
     files = [p for p in Path(out).rglob("*") if p.is_file()]
-    if len(files) > OUT_FILES:
-        raise ConfigError(f"{out} holds {len(files)} files; a job sends back at most {OUT_FILES}")
-    big = [p for p in files if p.stat().st_size > OUT_BYTES]
+    if len(files) > max_files:
+        raise ConfigError(f"{out} holds {len(files)} files; a job sends back at most {max_files} (--max-files)")
+    big = [p for p in files if p.stat().st_size > max_file_mib * 2**20]
     if big:
-        raise ConfigError(f"{big[0]} is {big[0].stat().st_size / 2**20:.1f} MiB; a job sends back at most {OUT_BYTES // 2**20} MiB a file")
+        raise ConfigError(f"{big[0]} is {big[0].stat().st_size / 2**20:.1f} MiB; a job sends back at most "
+                          f"{max_file_mib:g} MiB a file (--max-file-mib)")
 
 
 def import_archive(path: str | os.PathLike, to: str | os.PathLike | None = None) -> list[Path]:

@@ -1,0 +1,45 @@
+"""The names every layer checks against, in one leaf module that imports nothing heavy: reading them
+(the command line's --help, a config's validation) loads no torch, numba or pandas."""
+from __future__ import annotations
+
+# datasets: torchvision's downloaders fetch these three for a user who is online
+TORCHVISION_DATASETS = ("mnist", "cifar10", "cifar100")
+# + the offline default (5,000 MNIST-like images shipped in the package) and the JPEG copy of CIFAR-10
+NAMED_DATASETS = ("mnist5k",) + TORCHVISION_DATASETS + ("cifar10-jpeg",)
+IMAGEFOLDER = "imagefolder:"  # prefix of a folder-of-images dataset: imagefolder:<path>
+DATASETS = NAMED_DATASETS + (IMAGEFOLDER + "<path>",)
+
+MODELS = ("mlp640", "lenet", "wrn")  # appendix A's three networks
+EMBED_DIM = 640  # the L2-normalised embedding before the last layer (MLP-640, LeNet; Wide-ResNet: 64 x width)
+METRICS = ("l1", "l2")  # k-NN distances
+LABELS = ("true", "random")  # section 4.4: random labels redrawn once per split
+OPTIMIZERS = ("sgd", "gd")  # Nesterov SGD at batch 200; full-batch gradient descent (appendix D)
+# "fp32": the paper's; "bf16": bf16 autocast for training and embedding; "bf16-train": bf16
+# autocast for the training steps only, every evaluation (embedding, DNN predictions, k-NN) in fp32
+PRECISIONS = ("fp32", "bf16", "bf16-train")
+# How a weight-decay rate becomes the L2 coefficient (see config.py)
+WEIGHT_DECAY_RULES = ("authors", "paper-text")
+# What the crop's 2-pixel border holds (see config.py)
+PAD_FILLS = ("black", "zero")
+
+PROFILES = ("quick", "paper")  # the book's two sizes of every experiment (profiles.py)
+SECTIONS = ("main", "random", "gd")  # the kinds of runs a grid submits
+
+
+def is_dataset(name) -> bool:
+    """A named dataset or an image folder."""
+    return isinstance(name, str) and (name in NAMED_DATASETS or name.startswith(IMAGEFOLDER))
+
+
+def wrn_depth_ok(depth) -> bool:
+    """A Wide-ResNet's depth is 6n + 4, n >= 1: 3 groups of n blocks of 2 convolutions, plus 4 layers
+    as Zagoruyko and Komodakis count them (10, 16, 22, 28, ...)."""
+    return isinstance(depth, int) and not isinstance(depth, bool) and depth >= 10 and (depth - 4) % 6 == 0
+
+
+WRN_DEPTH_RULE = "6n+4 with n >= 1 (10, 16, 22, 28, ...)"
+
+
+def embed_dim(model: str, width: int | None = None) -> int:
+    """The embedding's size: 640, or 64 x width for the Wide-ResNet (10 in the paper: 640)."""
+    return 64 * (width or 10) if model == "wrn" else EMBED_DIM
