@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from dnnknn.grid import grid_configs
+from dnnknn.experiments import grid_configs
 from dnnknn.profiles import Params
 
 

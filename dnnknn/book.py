@@ -26,7 +26,7 @@ BOOK = ROOT / "book"
 
 
 
-def pages(toc: Path = BOOK / "_toc.yml") -> list[tuple[str, str, dict]]:
+def pages(toc: Path = ROOT / "_toc.yml") -> list[tuple[str, str, dict]]:
     """(source notebook, page in book/, parameters) for each notebook chapter of the toc, in order:
     chapter `x` is notebooks/x.ipynb with the quick profile; `paper/x` the same notebook with
     the paper profile (trained here only where that fits a CPU, else read from results/)."""

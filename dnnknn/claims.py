@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import report
+from . import experiments, report
+from .experiments import seed_runs
 from .paper import STATED, QUANTITIES, Stated, digits
 from .plots import name
-from .profiles import Params, seed_runs
+from .profiles import Params
 
 RULE = """\
 - A number the paper prints is **reproduced** when our mean over seeds lies within two of our sample
@@ -91,7 +92,7 @@ def projection(P: Params, cfgs) -> str:
     when = duration(flops / (GPU_TFLOPS * 1e12))
     return (f"{len(cfgs)} run{'s' if len(cfgs) > 1 else ''}, {flops / 1e15:,.1f} PFLOP of training: "
             f"{'' if when.startswith('under') else 'about '}{when} on one GPU at {GPU_TFLOPS:.0f} TFLOP/s sustained, projected, evaluation not included; "
-            f"{P.gpu_command(cfgs)}")
+            f"{report.gpu_command(P, cfgs)}")
 
 
 def _runs(full: Params, model: str, dataset: str, kind: str = "main") -> list:
@@ -118,8 +119,8 @@ def claims_table(quick: Params, full: Params) -> list[dict]:
     """One dict per claim: claim, where, evidence (Markdown), verdict, why. `full`: the paper profile,
     read only; `quick`: the quick profile (indicative numbers only)."""
     mnist = {m: _runs(full, m, "mnist") for m in ("mlp640", "lenet")}
-    gd = full.store().find(full.gd_config())
-    not_run = {(m, d): full.main_config(d, m) for m in ("wrn", "lenet", "mlp640") for d in ("mnist", "cifar10", "cifar100")
+    gd = full.store().find(experiments.gd_config(full))
+    not_run = {(m, d): experiments.main_config(full, d, m) for m in ("wrn", "lenet", "mlp640") for d in ("mnist", "cifar10", "cifar100")
                if not _runs(full, m, d)}
     rows = []
 
@@ -242,14 +243,14 @@ def claims_table(quick: Params, full: Params) -> list[dict]:
             q = f"{who} random-label training accuracy (%)"
             rnd.append(numeric(STATED[("wrn", d, "random-label training accuracy (%)")], _values(runs, q), q,
                                f"Wide-ResNet on {name(d)}, random labels, {q}"))
-    qr = [r for r in [quick.store().find(quick.random_config("mnist5k", "wrn"))] if r is not None]  # never trained here
+    qr = [r for r in [quick.store().find(experiments.random_config(quick, "mnist5k", "wrn"))] if r is not None]  # never trained here
     hint = ""
     if qr:
         f = qr[0].final(split="train", k=30, metric="l1")
         hint = (f"Indicative only, the quick profile ({qr[0].config.label()}, first "
                 f"{qr[0].config.limit[0] if qr[0].config.limit else 'all'} training images): training accuracy DNN "
                 f"{100 * f.dnn_acc:.1f}%, k-NN {100 * f.knn_acc:.1f}%, P_SAME {f.P_SAME:.3f} (page 04).")
-    random_cfgs = [full.random_config(d, "wrn") for d in ("mnist", "cifar10", "cifar100")]
+    random_cfgs = [experiments.random_config(full, d, "wrn") for d in ("mnist", "cifar10", "cifar100")]
     add("With random labels the k-NN follows the DNN on the training set (100 / 100 / 99.972% at the end) and "
         "P_SAME grows on the training and the test set", "section 4.4, Figure 5; appendix E, Figure 8", rnd,
         hint)

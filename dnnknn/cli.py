@@ -155,7 +155,8 @@ def _export(a) -> int:
 
 
 def _grid(a) -> int:
-    from .grid import grid_configs, submit
+    from .experiments import grid_configs
+    from .grid import submit
     from .profiles import Params
 
     P = Params.from_notebook(profile=a.profile, datasets=a.datasets, models=a.models, steps=a.steps,

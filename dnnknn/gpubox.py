@@ -137,15 +137,17 @@ def _items(call: str, P, small: bool) -> list[tuple[str, object]]:
     """(name, RunConfig or benchmark command) in order of value."""
     import dataclasses
 
+    from . import experiments
+
     lim = (1500, 400) if small else None
 
     def sized(cfg):
         return dataclasses.replace(cfg, limit=lim) if lim and cfg.limit is None else cfg
 
     if call == "mnist":
-        return [("wrn-mnist", sized(P.main_config("mnist", "wrn"))),
-                ("wrn-mnist-random-labels", sized(P.random_config("mnist", "wrn")))]
-    items = [(f"{m}-cifar10-jpeg", sized(P.main_config("cifar10-jpeg", m))) for m in ("mlp640", "lenet")]
+        return [("wrn-mnist", sized(experiments.main_config(P, "mnist", "wrn"))),
+                ("wrn-mnist-random-labels", sized(experiments.random_config(P, "mnist", "wrn")))]
+    items = [(f"{m}-cifar10-jpeg", sized(experiments.main_config(P, "cifar10-jpeg", m))) for m in ("mlp640", "lenet")]
     small_flag = ["--small"] if small else []
     items += [("benchmark-train", [sys.executable, "benchmarks/train.py", *small_flag]),
               ("benchmark-knn", [sys.executable, "benchmarks/knn.py", "--skip-sklearn", "--repeat", "1",

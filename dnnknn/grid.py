@@ -14,33 +14,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from . import __version__
 from .config import RunConfig
 from .profiles import Params
 from .runs import RunStore
-
-
-def grid_configs(P: Params, main: bool = True, random: bool = True, gd: bool = True) -> list[RunConfig]:
-    """The book's runs for a profile: main runs (datasets x models x n_runs seeds: the spread beside
-    every paper value, and Table 1's ten runs), random-label Wide-ResNet runs, and the full-batch
-    GD run; without duplicates."""
-    cfgs = []
-    if main:
-        for d in P.datasets:
-            for m in P.models:
-                for seed in range(P.n_runs):
-                    cfgs.append(P.main_config(d, m, seed))
-    if random:
-        cfgs += [P.random_config(d, "wrn") for d in P.datasets]
-    if gd:
-        cfgs.append(P.gd_config())
-    seen, out = set(), []
-    for c in cfgs:
-        key = c.key(__version__)
-        if key not in seen:
-            seen.add(key)
-            out.append(c)
-    return out
 
 
 def run_one(cfg: dict, runs_dir: str, data_dir: str | None) -> str:

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from . import report
+from . import experiments, report
+from .experiments import seed_runs
 from .plots import name
-from .profiles import LEGACY_VARIANT, NOT_RUN, Params, seed_runs
+from .profiles import LEGACY_VARIANT, NOT_RUN, Params
 
 TABLE1 = {  # appendix B, Table 1: mean test accuracy (%) over 10 runs, Wide-ResNet-28-10; rows as
     # report.robustness_table's: k = 1, 1 + PCA, 5, 5 + PCA, 30, 30 + PCA, 150, 150 + PCA, 1000, 1000 + PCA
@@ -190,7 +191,7 @@ def table2_side_by_side(quick: Params, full: Params) -> pd.DataFrame:
 
 
 def table1_side_by_side(full: Params) -> pd.DataFrame:
-    runs = {(d, s): full.get(full.main_config(d, "wrn", s)) for d in ("cifar10", "cifar100")
+    runs = {(d, s): experiments.get(full, experiments.main_config(full, d, "wrn", s)) for d in ("cifar10", "cifar100")
             for s in range(full.n_runs)}
     ours = report.robustness_table(runs)
     out = {}

@@ -1,4 +1,5 @@
-"""The book's experiments: the two profiles, a page's parameters, and the runs each section needs.
+"""The book's two profiles as plain data (QUICK, PAPER) and a page's parameters (`Params`); the runs
+each section builds from them are in experiments.py, the captions that describe them in report.py.
 
 A notebook's `parameters` cell sets only what its reader may change; `Params.from_globals(globals())`
 reads those (and any parameter the book's driver injects), checks them (a wrong name, type or value
@@ -12,8 +13,10 @@ profile:
   10 runs for Table 1. Without a GPU only runs already in the store (or `results/`) and the
   MNIST runs of MLP-640 and LeNet are trained; the others show as "not run here".
 
-Sections share runs: `main_config(P, dataset, model, seed)` is the one run per (dataset, model,
-seed) from which Figures 1-4, Table 1 and Table 2 are all drawn, so it is trained once.
+Parameters are checked by `_check_types` (20 lines against the fields' annotations) and
+`Params._check_values`, not by pydantic or typeguard: either would add a dependency to every page's
+kernel to replace the type half only, and the messages here name the parameter and its allowed values
+in the book's words (`-p models '["vgg"]'`: "unknown model 'vgg'; allowed: mlp640, lenet, wrn").
 """
 from __future__ import annotations
 
@@ -22,10 +25,10 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import CIFAR_SCHEDULE, RunConfig, eval_schedule
+from .config import RunConfig, eval_schedule
 from .errors import ConfigError
 from .names import DATASETS, METRICS, MODELS, PRECISIONS, PROFILES, WRN_DEPTH_RULE, is_dataset, wrn_depth_ok
-from .runs import Run, RunStore
+from .runs import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "results"  # committed, read-only records of runs made elsewhere
@@ -58,9 +61,6 @@ def fits_cpu(cfg: RunConfig) -> bool:
     return cfg.dataset in ("mnist", "mnist5k") and cfg.model in ("mlp640", "lenet")
 
 
-def section(cfg: RunConfig) -> str:
-    """The kind of run, as `python -m dnnknn grid --sections` names it."""
-    return "gd" if cfg.optimizer == "gd" else "random" if cfg.labels == "random" else "main"
 
 
 def paper_steps(dataset: str) -> int:
@@ -187,86 +187,9 @@ class Params:
     def model_options(self, model: str) -> dict:
         return {"depth": self.wrn_depth, "width": self.wrn_width} if model == "wrn" else {}
 
-    def main_config(self, dataset: str, model: str, seed: int = 0) -> RunConfig:
-        """The shared run: the test set's k-NN at every evaluation with what the curves draw (k = 30,
-        the page's metric; Figures 1, 3, 4); at the last step every k of Table 1 and Figure 2, L1
-        and L2, with and without PCA-64 (Table 1), every layer (Figure 2), and the training set
-        with the curves' k and metric (Table 2); the nearest training images of a few test images
-        at every evaluation."""
-        steps = self.steps_for(dataset)
-        from .models import layer_names
-        layers = layer_names(model, **self.model_options(model))
-        return RunConfig(dataset=dataset, model=model, steps=steps, **self.model_options(model),
-                         eval_steps=self.eval_steps_for(dataset), ks=tuple(sorted(set(ALL_KS) | set(self.ks))),
-                         metrics=tuple(dict.fromkeys((self.metric, "l1", "l2"))), pca_dims=(64,),
-                         full_eval_steps=(steps,), eval_train=True, train_eval_steps=(steps,), train_full=False,
-                         neighbour_images=NEIGHBOUR_IMAGES,
-                         probe_layers=layers, seed=seed, device=self.device_type, precision=self.train_precision)
-
-    def legacy_config(self, dataset: str, model: str, seed: int = 0) -> RunConfig:
-        """The main run as dnnknn 0.2 made it (`LEGACY_VARIANT`): the learning rate divided by 5 at
-        30/60/80% of the steps (the CIFAR schedule's proportions), the crop's border the
-        standardised image's mean grey, every space searched at every evaluation."""
-        steps = self.steps_for(dataset)
-        return dataclasses.replace(self.main_config(dataset, model, seed), pad_fill="zero", full_eval_steps=None,
-                                   neighbour_images=0, train_full=True,
-                                   lr_milestones=tuple(int(steps * f) for f in CIFAR_SCHEDULE))
-
-    def random_config(self, dataset: str, model: str = "wrn", seed: int = 0) -> RunConfig:
-        """Section 4.4 / appendix E: random labels, train and test evaluated at every step."""
-        steps = self.random_steps or self.steps_for(dataset)
-        return RunConfig(dataset=dataset, model=model, steps=steps, labels="random", label_seed=seed,
-                         **self.model_options(model), eval_steps=self.eval_steps_for(dataset, steps),
-                         ks=tuple(sorted({30} | set(self.ks))), metrics=(self.metric,), eval_train=True,
-                         limit=tuple(self.random_limit) if self.random_limit else None, seed=seed,
-                         device=self.device_type, precision=self.train_precision)
-
-    def gd_config(self) -> RunConfig:
-        """Appendix D: MLP-640, full-batch gradient descent, lr 10 divided by 5 at 200 and 300."""
-        return RunConfig(dataset=self.gd_dataset, model="mlp640", steps=self.gd_steps, optimizer="gd",
-                         eval_steps=eval_schedule(self.gd_steps, self.gd_eval_every),
-                         ks=tuple(sorted({30} | set(self.ks))), metrics=(self.metric,), device=self.device_type,
-                         precision=self.train_precision)
-
-    def feasible_here(self, cfg: RunConfig) -> bool:
-        """Whether this profile trains `cfg` when it is missing from the store."""
-        if self.train_missing is not None:
-            return self.train_missing
-        return self.profile == "quick" or self.device_type == "cuda" or fits_cpu(cfg)
-
     def store(self) -> RunStore:
         return RunStore(self.runs_dir, extra=[RESULTS_DIR])
 
-    def get(self, cfg: RunConfig) -> Run | None:
-        """The run from the store (or results/), trained now if this profile does so, else None."""
-        store = self.store()
-        run = store.find(cfg)
-        if run is None and self.feasible_here(cfg):
-            print(f"training {cfg.label()} ...", flush=True)
-            run = store.train(cfg, data_dir=self.data_dir, progress="log")
-        return run
-
-    def gpu_command(self, cfgs) -> str:
-        """The commands (Markdown) that compute `cfgs` on a GPU or a cluster."""
-        def uniq(xs):
-            return " ".join(dict.fromkeys(xs))
-        return (f"`python -m dnnknn grid --profile {self.profile} --datasets {uniq(c.dataset for c in cfgs)} "
-                f"--models {uniq(c.model for c in cfgs)} --sections {uniq(section(c) for c in cfgs)}` on a Slurm "
-                f"cluster, or `python -m dnnknn train` on a GPU box and `python -m dnnknn export`")
-
-    def how_to_fill(self, cfg: RunConfig) -> str:
-        """One line: 'not run here' and which command or device would fill the cell."""
-        how = f"a CPU trains it: {CPU_FILL}" if fits_cpu(cfg) else f"needs a GPU: {self.gpu_command([cfg])}"
-        return f"{NOT_RUN} ({how})"
-
-    def describe(self, run: Run | None, cfg: RunConfig) -> str:
-        """A caption fragment saying what a panel was computed from."""
-        if run is None:
-            return f"{cfg.label()}: {self.how_to_fill(cfg)}"
-        m = run.meta
-        lim = f", first {cfg.limit[0]:,} training images" if cfg.limit else ""
-        return (f"{cfg.label()}{lim}; {m['device_name']}; profile {self.profile}; "
-                f"code {m['code_version']}; run {run.key}")
 
 
 def _check_types(vals: dict):
@@ -289,34 +212,3 @@ def _check_types(vals: dict):
             raise ConfigError(f"parameter {name!r} must be of type {t}, got {v!r} ({type(v).__name__})")
 
 
-def main_runs(P: Params, models=None, datasets=None, seed: int = 0):
-    """{(model, dataset): Run or None} and the configs, for the shared main runs."""
-    runs, cfgs = {}, {}
-    for d in datasets or P.datasets:
-        for m in models or P.models:
-            cfgs[(m, d)] = cfg = P.main_config(d, m, seed)
-            runs[(m, d)] = P.get(cfg)
-    return runs, cfgs
-
-
-def random_runs(P: Params, datasets=None, model: str = "wrn", seed: int = 0):
-    """{(model, dataset): Run or None} and the configs, for the random-label runs (section 4.4)."""
-    runs, cfgs = {}, {}
-    for d in datasets or P.datasets:
-        cfgs[(model, d)] = cfg = P.random_config(d, model, seed)
-        runs[(model, d)] = P.get(cfg)
-    return runs, cfgs
-
-
-def seed_runs(P: Params, model: str, dataset: str | None, kind: str = "main") -> list:
-    """The runs of (model, dataset) over seeds 0 .. P.n_runs - 1 that the store holds (or that the
-    profile trains now); random-label runs use seed 0 only. kind "legacy": the main runs as
-    dnnknn 0.2 made them (`Params.legacy_config`), read only."""
-    if dataset is None:
-        return []
-    seeds = range(P.n_runs) if kind in ("main", "legacy") else range(1)
-    config = {"main": P.main_config, "legacy": P.legacy_config, "random": P.random_config}[kind]
-    cfgs = [config(dataset, model, s) for s in seeds]
-    if kind == "legacy":
-        return [r for r in (P.store().find(c) for c in cfgs) if r is not None]
-    return [r for r in (P.get(c) for c in cfgs) if r is not None]

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .experiments import section
 from .profiles import CPU_FILL, NOT_RUN, TABLE1_KS, Params, fits_cpu
-
-MISSING_PAGE = "/fill_the_missing_runs"  # the book's page on computing what was not run here
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from .config import RunConfig
+    from .runs import Run
+
+MISSING_PAGE = "/fill_the_missing_runs"  # the book's page on computing what was not run here
 
 
 def glue_md(name: str, text: str):
@@ -51,22 +55,49 @@ def glue_table(name: str, df):
     glue_md(name, flat.map(cell).to_markdown(index=False, disable_numparse=True))  # "90.00" stays as written
 
 
+# -- captions: what a panel was computed from, and how to fill one that was not -----------------
+
+def gpu_command(P: Params, cfgs) -> str:
+    """The commands (Markdown) that compute `cfgs` on a GPU or a cluster."""
+    def uniq(xs):
+        return " ".join(dict.fromkeys(xs))
+    return (f"`python -m dnnknn grid --profile {P.profile} --datasets {uniq(c.dataset for c in cfgs)} "
+            f"--models {uniq(c.model for c in cfgs)} --sections {uniq(section(c) for c in cfgs)}` on a Slurm "
+            f"cluster, or `python -m dnnknn train` on a GPU box and `python -m dnnknn export`")
+
+
+def how_to_fill(P: Params, cfg: RunConfig) -> str:
+    """One line: 'not run here' and which command or device would fill the cell."""
+    how = f"a CPU trains it: {CPU_FILL}" if fits_cpu(cfg) else f"needs a GPU: {gpu_command(P, [cfg])}"
+    return f"{NOT_RUN} ({how})"
+
+
+def describe(P: Params, run: Run | None, cfg: RunConfig) -> str:
+    """A caption fragment saying what a panel was computed from."""
+    if run is None:
+        return f"{cfg.label()}: {how_to_fill(P, cfg)}"
+    m = run.meta
+    lim = f", first {cfg.limit[0]:,} training images" if cfg.limit else ""
+    return (f"{cfg.label()}{lim}; {m['device_name']}; profile {P.profile}; "
+            f"code {m['code_version']}; run {run.key}")
+
+
 def missing_text(P: Params, cfgs: dict):
     """For plots.grid: what to write in a panel without a run (row, col) -> text."""
-    return lambda r, c: P.how_to_fill(cfgs[(r, c)])
+    return lambda r, c: how_to_fill(P, cfgs[(r, c)])
 
 
 def sources(P: Params, runs: dict, cfgs: dict) -> str:
     """Markdown, one sentence per run: what each panel or cell was computed from; the runs not
     here in one sentence that says how to fill them."""
-    done = [P.describe(runs[key], cfgs[key]) for key in cfgs if runs[key] is not None]
+    done = [describe(P, runs[key], cfgs[key]) for key in cfgs if runs[key] is not None]
     missing = [cfgs[key] for key in cfgs if runs[key] is None]
     text = ". ".join(done) + ("." if done else "")
     if missing:
         gpu = [c for c in missing if not fits_cpu(c)]
         text += f" Not run here: {'; '.join(c.label() for c in missing)}."
         if gpu:
-            text += f" They need a GPU: {P.gpu_command(gpu)} ({{doc}}`how <{MISSING_PAGE}>`)."
+            text += f" They need a GPU: {gpu_command(P, gpu)} ({{doc}}`how <{MISSING_PAGE}>`)."
         if len(gpu) < len(missing):
             text += f" A CPU trains the others: {CPU_FILL}."
     return text.strip()

@@ -1,11 +1,12 @@
 """The notebooks execute through papermill with tiny parameters, and the book builds without warnings."""
 import json
+import os
 import shutil
 
 import nbformat
 import pytest
 
-from dnnknn import book
+from dnnknn import book, experiments
 from dnnknn.errors import ConfigError
 
 from .conftest import ROOT
@@ -27,7 +28,10 @@ def test_source_notebooks_have_no_outputs_and_a_parameters_cell():
 
 def test_pages_come_from_the_toc_and_every_notebook_is_a_chapter():
     import yaml
-    toc = yaml.safe_load((ROOT / "book" / "_toc.yml").read_text())
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    # one list of pages, at the top level beside _config.yml; jupyter-book reads it through book/'s link
+    assert (ROOT / "book" / "_toc.yml").is_symlink()
+    assert (ROOT / "book" / "_toc.yml").resolve() == (ROOT / "_toc.yml").resolve()
     files = [ch["file"] for part in toc["parts"] for ch in part["chapters"]]
     assert [page for _, page, _ in book.PAGES] == [f"{f}.ipynb" for f in files]
     assert {src for src, _, _ in book.PAGES} == {p.name for p in (ROOT / "notebooks").glob("*.ipynb")}
@@ -68,8 +72,10 @@ def test_quick_profile_trains_in_bf16_only_where_the_cpu_computes_it(monkeypatch
         monkeypatch.setattr(train, "cpu_has_bf16", lambda native=native: native)
         P = Params.from_notebook(device="cpu")
         assert P.precision == "auto" and P.train_precision == expected
-        assert {c.precision for c in (P.main_config("mnist5k", "wrn"), P.random_config("mnist5k"), P.gd_config())} == {expected}
-        assert Params.from_notebook(profile="paper", device="cpu").main_config("mnist", "lenet").precision == "fp32"
+        made = (experiments.main_config(P, "mnist5k", "wrn"), experiments.random_config(P, "mnist5k"),
+                experiments.gd_config(P))
+        assert {c.precision for c in made} == {expected}
+        assert experiments.main_config(Params.from_notebook(profile="paper", device="cpu"), "mnist", "lenet").precision == "fp32"
     assert Params.from_notebook(device="cpu", precision="fp32").train_precision == "fp32"
     with pytest.raises(ConfigError, match="parameter 'precision' must be one of"):
         Params.from_notebook(precision="fp16")
@@ -132,7 +138,8 @@ def test_every_notebook_executes_and_the_book_builds(tmp_path, monkeypatch):
     site = tmp_path / "site"
     (site / "book").mkdir(parents=True)
     shutil.copy(ROOT / "_config.yml", site / "_config.yml")
-    shutil.copy(ROOT / "book" / "_toc.yml", site / "book" / "_toc.yml")
+    shutil.copy(ROOT / "_toc.yml", site / "_toc.yml")
+    (site / "book" / "_toc.yml").symlink_to(os.readlink(ROOT / "book" / "_toc.yml"))  # as in the repository
     for f in ("intro.md", "favicon.png"):
         shutil.copy(ROOT / "book" / f, site / "book" / f)
     for src, page, params in book.PAGES:
@@ -146,7 +153,7 @@ def test_every_notebook_executes_and_the_book_builds(tmp_path, monkeypatch):
     side = (html / "09_side_by_side.html").read_text()
     from dnnknn.profiles import Params
     quick = Params.from_notebook(profile="quick", runs_dir=str(tmp_path / "runs"), **TINY)  # as page 09's P
-    run = quick.store().find(quick.main_config("mnist5k", "mlp640"))
+    run = quick.store().find(experiments.main_config(quick, "mnist5k", "mlp640"))
     r = run.final(split="test", k=30, metric="l1")
     assert f"{100 * (r.knn_acc - r.dnn_acc):.2f} (n=1)" in side  # computed from the run, not typed
     claims = (html / "claims.html").read_text()

@@ -34,12 +34,13 @@ def test_grid_precision_matches_the_book_it_feeds(tmp_path, monkeypatch, capsys)
     # when asked for the runs that book looks up: --precision bf16-train
     from dnnknn import train
     from dnnknn.cli import main
+    from dnnknn import experiments
     from dnnknn.profiles import Params
     monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
-    book = Params.from_notebook(device="cpu").main_config("mnist5k", "mlp640")
+    book = experiments.main_config(Params.from_notebook(device="cpu"), "mnist5k", "mlp640")
     assert book.precision == "bf16-train"
-    assert Params.from_notebook(device="cuda", precision="bf16-train").main_config("mnist5k", "mlp640").key("v") \
-        == book.key("v") != Params.from_notebook(device="cuda").main_config("mnist5k", "mlp640").key("v")
+    assert experiments.main_config(Params.from_notebook(device="cuda", precision="bf16-train"), "mnist5k", "mlp640").key("v") \
+        == book.key("v") != experiments.main_config(Params.from_notebook(device="cuda"), "mnist5k", "mlp640").key("v")
     base = ["grid", "--profile", "quick", "--models", "mlp640", "--sections", "main", "--n-runs", "1",
             "--device", "cuda", "--runs-dir", str(tmp_path), "--dry-run"]
     for extra, label in (([], "SGD 300 steps, seed 0"), (["--precision", "bf16-train"], "SGD 300 steps, bf16-train, seed 0")):

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 from dnnknn import RunConfig, RunStore
 from dnnknn.data import load_dataset
-from dnnknn.profiles import Params
 from dnnknn.models import build_model
 from dnnknn.train import decay_groups, fit, make_optimizer, pred_key
 
@@ -59,10 +58,8 @@ def test_device_is_not_part_of_the_run_identity(tmp_path):
     assert cpu.key("v") != RunConfig(dataset="mnist5k", steps=10, seed=1).key("v")
     assert cpu.key("v") != RunConfig(dataset="mnist5k", steps=10, precision="bf16").key("v")
     # a record made on a GPU (its config and meta say CUDA) is found by a CPU build of the book
-    P = Params.from_notebook(profile="quick", steps=10, eval_every=5, device="cpu", runs_dir=str(tmp_path / "s"))
-    cfg = P.main_config("mnist5k", "mlp640")
-    import dataclasses
-    made = RunStore(tmp_path / "gpu").get(dataclasses.replace(cfg, device="cpu"), progress=False)
+    cfg = RunConfig(dataset="mnist5k", steps=4, eval_steps=(0, 4), limit=(300, 100), device="cpu")
+    made = RunStore(tmp_path / "gpu").get(cfg, progress=False)
     run_dir = tmp_path / "results" / made.key
     shutil.copytree(made.path, run_dir)
     conf = json.loads((run_dir / "config.json").read_text())

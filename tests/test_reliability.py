@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dnnknn import ConfigError, RunConfig, RunStore, cli
+from dnnknn import ConfigError, RunConfig, RunStore, cli, experiments
 from dnnknn.book import PAGES, select
 from dnnknn.profiles import Params
 from dnnknn.runs import DamagedRun, RunLock, export
@@ -275,11 +275,11 @@ def test_interrupted_waiter_without_checkpoint_says_so(tmp_path, capsys, monkeyp
 
 def test_params_defaults_follow_the_profile():
     P = Params.from_notebook(profile="paper", n_runs=3)
-    cfg = P.main_config("mnist", "mlp640")
+    cfg = experiments.main_config(P, "mnist", "mlp640")
     r = cfg.resolve()
     assert r.lr_milestones == (150, 300, 400) and r.pad_fill == "black" and r.full_eval_steps == (1000,)
     assert not r.train_full and r.neighbour_images == 64
-    old = P.legacy_config("mnist", "mlp640").resolve()
+    old = experiments.legacy_config(P, "mnist", "mlp640").resolve()
     assert old.lr_milestones == (300, 600, 800) and old.pad_fill == "zero" and old.full_eval_steps is None
 
 

@@ -1,0 +1,137 @@
+"""The runs each section of the book needs, built from a page's `Params`: the run factories, and
+the policy that finds a run in the store (or results/) or trains it where the profile does so.
+
+Sections share runs: `main_config(P, dataset, model, seed)` is the one run per (dataset, model,
+seed) from which Figures 1-4, Table 1 and Table 2 are all drawn, so it is trained once.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from . import __version__
+from .config import CIFAR_SCHEDULE, RunConfig, eval_schedule
+from .profiles import ALL_KS, NEIGHBOUR_IMAGES, Params, fits_cpu
+from .runs import Run
+
+
+def section(cfg: RunConfig) -> str:
+    """The kind of run, as `python -m dnnknn grid --sections` names it."""
+    return "gd" if cfg.optimizer == "gd" else "random" if cfg.labels == "random" else "main"
+
+
+def main_config(P: Params, dataset: str, model: str, seed: int = 0) -> RunConfig:
+    """The shared run: the test set's k-NN at every evaluation with what the curves draw (k = 30,
+    the page's metric; Figures 1, 3, 4); at the last step every k of Table 1 and Figure 2, L1
+    and L2, with and without PCA-64 (Table 1), every layer (Figure 2), and the training set
+    with the curves' k and metric (Table 2); the nearest training images of a few test images
+    at every evaluation."""
+    steps = P.steps_for(dataset)
+    from .models import layer_names
+    layers = layer_names(model, **P.model_options(model))
+    return RunConfig(dataset=dataset, model=model, steps=steps, **P.model_options(model),
+                     eval_steps=P.eval_steps_for(dataset), ks=tuple(sorted(set(ALL_KS) | set(P.ks))),
+                     metrics=tuple(dict.fromkeys((P.metric, "l1", "l2"))), pca_dims=(64,),
+                     full_eval_steps=(steps,), eval_train=True, train_eval_steps=(steps,), train_full=False,
+                     neighbour_images=NEIGHBOUR_IMAGES,
+                     probe_layers=layers, seed=seed, device=P.device_type, precision=P.train_precision)
+
+
+def legacy_config(P: Params, dataset: str, model: str, seed: int = 0) -> RunConfig:
+    """The main run as dnnknn 0.2 made it (`LEGACY_VARIANT`): the learning rate divided by 5 at
+    30/60/80% of the steps (the CIFAR schedule's proportions), the crop's border the
+    standardised image's mean grey, every space searched at every evaluation."""
+    steps = P.steps_for(dataset)
+    return dataclasses.replace(main_config(P, dataset, model, seed), pad_fill="zero", full_eval_steps=None,
+                               neighbour_images=0, train_full=True,
+                               lr_milestones=tuple(int(steps * f) for f in CIFAR_SCHEDULE))
+
+
+def random_config(P: Params, dataset: str, model: str = "wrn", seed: int = 0) -> RunConfig:
+    """Section 4.4 / appendix E: random labels, train and test evaluated at every step."""
+    steps = P.random_steps or P.steps_for(dataset)
+    return RunConfig(dataset=dataset, model=model, steps=steps, labels="random", label_seed=seed,
+                     **P.model_options(model), eval_steps=P.eval_steps_for(dataset, steps),
+                     ks=tuple(sorted({30} | set(P.ks))), metrics=(P.metric,), eval_train=True,
+                     limit=tuple(P.random_limit) if P.random_limit else None, seed=seed,
+                     device=P.device_type, precision=P.train_precision)
+
+
+def gd_config(P: Params) -> RunConfig:
+    """Appendix D: MLP-640, full-batch gradient descent, lr 10 divided by 5 at 200 and 300."""
+    return RunConfig(dataset=P.gd_dataset, model="mlp640", steps=P.gd_steps, optimizer="gd",
+                     eval_steps=eval_schedule(P.gd_steps, P.gd_eval_every),
+                     ks=tuple(sorted({30} | set(P.ks))), metrics=(P.metric,), device=P.device_type,
+                     precision=P.train_precision)
+
+
+def feasible_here(P: Params, cfg: RunConfig) -> bool:
+    """Whether this profile trains `cfg` when it is missing from the store."""
+    if P.train_missing is not None:
+        return P.train_missing
+    return P.profile == "quick" or P.device_type == "cuda" or fits_cpu(cfg)
+
+
+def get(P: Params, cfg: RunConfig) -> Run | None:
+    """The run from the store (or results/), trained now if this profile does so, else None."""
+    store = P.store()
+    run = store.find(cfg)
+    if run is None and feasible_here(P, cfg):
+        print(f"training {cfg.label()} ...", flush=True)
+        run = store.train(cfg, data_dir=P.data_dir, progress="log")
+    return run
+
+
+def main_runs(P: Params, models=None, datasets=None, seed: int = 0):
+    """{(model, dataset): Run or None} and the configs, for the shared main runs."""
+    runs, cfgs = {}, {}
+    for d in datasets or P.datasets:
+        for m in models or P.models:
+            cfgs[(m, d)] = cfg = main_config(P, d, m, seed)
+            runs[(m, d)] = get(P, cfg)
+    return runs, cfgs
+
+
+def random_runs(P: Params, datasets=None, model: str = "wrn", seed: int = 0):
+    """{(model, dataset): Run or None} and the configs, for the random-label runs (section 4.4)."""
+    runs, cfgs = {}, {}
+    for d in datasets or P.datasets:
+        cfgs[(model, d)] = cfg = random_config(P, d, model, seed)
+        runs[(model, d)] = get(P, cfg)
+    return runs, cfgs
+
+
+def seed_runs(P: Params, model: str, dataset: str | None, kind: str = "main") -> list:
+    """The runs of (model, dataset) over seeds 0 .. P.n_runs - 1 that the store holds (or that the
+    profile trains now); random-label runs use seed 0 only. kind "legacy": the main runs as
+    dnnknn 0.2 made them (`legacy_config`), read only."""
+    if dataset is None:
+        return []
+    seeds = range(P.n_runs) if kind in ("main", "legacy") else range(1)
+    config = {"main": main_config, "legacy": legacy_config, "random": random_config}[kind]
+    cfgs = [config(P, dataset, model, s) for s in seeds]
+    if kind == "legacy":
+        return [r for r in (P.store().find(c) for c in cfgs) if r is not None]
+    return [r for r in (get(P, c) for c in cfgs) if r is not None]
+
+
+def grid_configs(P: Params, main: bool = True, random: bool = True, gd: bool = True) -> list[RunConfig]:
+    """The book's runs for a profile: main runs (datasets x models x n_runs seeds: the spread beside
+    every paper value, and Table 1's ten runs), random-label Wide-ResNet runs, and the full-batch
+    GD run; without duplicates."""
+    cfgs = []
+    if main:
+        for d in P.datasets:
+            for m in P.models:
+                for seed in range(P.n_runs):
+                    cfgs.append(main_config(P, d, m, seed))
+    if random:
+        cfgs += [random_config(P, d, "wrn") for d in P.datasets]
+    if gd:
+        cfgs.append(gd_config(P))
+    seen, out = set(), []
+    for c in cfgs:
+        key = c.key(__version__)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
