@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
-from sklearn.decomposition import PCA as SkPCA
+from sklearn.utils.estimator_checks import parametrize_with_checks
 from sklearn.neighbors import KNeighborsClassifier
 
 from dnnknn.errors import ConfigError
-from dnnknn.knn import PCA, KNNClassifier, search, vote
+from dnnknn.knn import KNNClassifier, fit_pca, project, search, vote
 
 
 def _data(n=1500, m=333, d=37, c=6, seed=0):
@@ -137,12 +137,28 @@ def test_vote_tie_goes_to_lowest_class():
     assert out[4].tolist() == [1, 0]  # {3,1,1,3} -> 1; {2,2,0,0} -> 0
 
 
-def test_pca_matches_sklearn_up_to_sign():
+def test_pca_matches_an_svd_up_to_sign():
     x, _, q = _data(n=500, d=30)
-    mine = PCA(8).fit(x).transform(q)
-    ref = SkPCA(8, svd_solver="full").fit(x).transform(q)
+    mine = project(fit_pca(x, 8), q)
+    xc = x.astype(np.float64) - x.mean(0)
+    _, _, vt = np.linalg.svd(xc, full_matrices=False)  # the reference: principal axes from the SVD
+    ref = (q - x.mean(0)) @ vt[:8].T
     signs = np.sign((mine * ref).sum(0))
     np.testing.assert_allclose(mine * signs, ref, atol=2e-4)
+
+
+@parametrize_with_checks([KNNClassifier(k=3), KNNClassifier(k=2, metric="l2", pca_dim=2)])
+def test_knn_classifier_is_a_scikit_learn_estimator(estimator, check):
+    check(estimator)
+
+
+def test_knn_classifier_keeps_the_labels_it_was_given():
+    x, y, q = _data(n=200)
+    names = np.array(["cat", "dog", "eel", "fox", "gnu"])[y % 5]
+    knn = KNNClassifier(k=5).fit(x, names)
+    assert set(knn.predict(q)) <= set(names)
+    codes = KNNClassifier(k=5).fit(x, y % 5).predict(q)
+    assert (knn.predict(q) == np.array(["cat", "dog", "eel", "fox", "gnu"])[codes]).all()
 
 
 def test_bad_input_messages():
@@ -157,5 +173,6 @@ def test_bad_input_messages():
         search(q[:, :3], x, 3)
     with pytest.raises(ConfigError, match="NaN"):
         search(np.full((2, x.shape[1]), np.nan, np.float32), x, 3)
-    with pytest.raises(ConfigError, match="fit"):
+    from sklearn.exceptions import NotFittedError
+    with pytest.raises(NotFittedError, match="Call 'fit'"):
         KNNClassifier().predict(q)
