@@ -185,13 +185,14 @@ class RunStore:
 
         workdir = self.root / ".partial" / key
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        version = code_version()  # the code that trains it, read before the tree can change
         try:
             rec = fit(rcfg, data, workdir, progress=progress)
         except BaseException as e:
             if isinstance(e, DnnKnnError):  # bad input or divergence: nothing to resume
                 shutil.rmtree(workdir, ignore_errors=True)
             raise
-        meta = {"key": key, "label": rcfg.label(), "code_version": code_version(),
+        meta = {"key": key, "label": rcfg.label(), "code_version": version,
                 "library_version": __version__, "device": dev.type, "device_name": device_name(str(dev)),
                 "wall_time_s": round(rec.wall, 2), "eval_time_s": round(rec.eval_wall, 2), "started": started,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "dataset_repr": repr(data),

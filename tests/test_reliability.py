@@ -310,3 +310,21 @@ def test_timing_reads_the_runs_dir_the_pages_used(tmp_path):
     (tmp_path / "k" / "meta.json").write_text(json.dumps({"page": "01_x.ipynb", "wall_time_s": 10.0,
                                                           "eval_time_s": 4.0}))
     assert _train_eval_seconds("01_x.ipynb", 0.0, str(tmp_path)) == (6.0, 4.0)
+
+
+def test_a_run_records_the_code_it_was_trained_with(tmp_path, monkeypatch):
+    """The code version is read when training starts: a checkout that changes during a long run
+    does not relabel it."""
+    import dnnknn.runs
+    import dnnknn.train
+    tree = {"version": "0.2.0+gstart"}
+    fit = dnnknn.train.fit
+
+    def fit_then_edit(*a, **k):
+        rec = fit(*a, **k)
+        tree["version"] = "0.2.0+gedited+dirty"  # someone commits while the run trains
+        return rec
+    monkeypatch.setattr(dnnknn.runs, "code_version", lambda: tree["version"])
+    monkeypatch.setattr(dnnknn.train, "fit", fit_then_edit)
+    run = RunStore(tmp_path).get(RunConfig(**TINY), progress=False)
+    assert run.meta["code_version"] == "0.2.0+gstart"
