@@ -1,0 +1,122 @@
+"""The book's tables, captions and figures drawn from a small finished run, checked against the
+run's own measures and predictions; and `train_module`, the training loop for networks not ours."""
+import math
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+from dnnknn import RunConfig, RunStore, experiments, paper, plots, report
+from dnnknn.data import load_dataset
+from dnnknn.profiles import NOT_RUN, Params
+from dnnknn.train import train_module
+
+matplotlib.use("Agg")
+
+# every k and space the tables read (Table 1's k up to 1,000 needs that many training images)
+SMALL = dict(dataset="mnist5k", model="mlp640", steps=6, eval_steps=(0, 3, 6), full_eval_steps=(6,),
+             limit=(1100, 200), ks=(1, 5, 30, 150, 1000), metrics=("l1", "l2"), pca_dims=(64,), eval_train=True,
+             train_eval_steps=(6,), train_full=False)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two seeds of a small run."""
+    store = RunStore(tmp_path_factory.mktemp("store"))
+    return [store.get(RunConfig(**SMALL, seed=s), progress=False) for s in (0, 1)]
+
+
+def test_spread_and_its_text():
+    assert report.spread([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)), 2)
+    assert report.fmt_spread([1.0, 3.0]) == "2.00 ± 1.41 (n=2)"
+    assert report.fmt_spread([0.5]) == "0.50 (n=1)"
+    assert report.fmt_spread([]) == NOT_RUN
+    assert report.fmt_spread([float("nan")] * 2) == "undefined in all 2 runs"
+    assert report.fmt_spread([1.0, 3.0, float("nan")]) == "2.00 ± 1.41 (n=2), undefined in 1"
+
+
+def test_accuracy_table_is_the_runs_last_evaluation(runs):
+    run = runs[0]
+    p = run.predictions()
+    y = p["labels/test"]
+    knn, dnn = p["6/test/embedding/l1/30/0"], p["6/test/dnn"]
+    t = report.final_accuracy_table({("mlp640", "mnist5k"): run, ("wrn", "mnist5k"): None})
+    row = t.loc[(plots.name("mlp640"), plots.name("mnist5k"))]
+    assert row["DNN (%)"] == f"{100 * (dnn == y).mean():.2f}" and row["k-NN (%)"] == f"{100 * (knn == y).mean():.2f}"
+    assert (t.loc[(plots.name("wrn"), plots.name("mnist5k"))] == NOT_RUN).all()
+    assert report.me_support(run).startswith(f"ME from {int((dnn != y).sum())} mistakes of 200")
+
+
+def test_generalization_tables(runs):
+    gaps = [report.generalization_gaps(r) for r in runs]
+    r = runs[0]
+    tr, te = r.final(split="train"), r.final(split="test")
+    assert gaps[0] == pytest.approx((100 * (tr.dnn_acc - te.dnn_acc), 100 * (tr.knn_acc - te.knn_acc)))
+    wide = report.generalization_table({("mlp640", "mnist5k"): runs, ("lenet", "mnist5k"): None}, wide=True)
+    assert list(wide.index) == [(plots.name("mlp640"), "DNN"), (plots.name("mlp640"), "k-NN"),
+                                (plots.name("lenet"), "DNN"), (plots.name("lenet"), "k-NN")]
+    assert wide.iloc[0, 0] == report.fmt_spread([g[0] for g in gaps]) and wide.iloc[3, 0] == NOT_RUN
+
+
+def test_robustness_table_reads_every_space(runs):
+    t = report.robustness_table({("mnist5k", 0): runs[0], ("mnist5k", 1): runs[1], ("mnist5k", 2): None})
+    assert t.shape == (2 * 5 + 1, 2) and t.index[-1] == "DNN accuracy"
+    want = report.fmt_spread([100 * r.final(metric="l2", k=150, pca=64).knn_acc for r in runs])
+    assert t.loc["150 + PCA", (plots.name("mnist5k"), "L2")] == want
+
+
+def test_captions_say_what_made_a_panel_and_what_would_fill_one(runs):
+    P = Params.from_notebook(profile="paper", device="cpu")
+    cfg = RunConfig(**SMALL)
+    text = report.describe(P, runs[0], cfg)
+    assert runs[0].key in text and runs[0].meta["device_name"] in text and "first 1,100 training images" in text
+    assert "a CPU trains it" in report.how_to_fill(P, experiments.main_config(P, "mnist", "mlp640"))
+    gpu = report.how_to_fill(P, experiments.main_config(P, "cifar10", "wrn"))
+    assert gpu.startswith(NOT_RUN) and "needs a GPU" in gpu and "--datasets cifar10 --models wrn --sections main" in gpu
+    both = report.sources(P, {"a": runs[0], "b": None}, {"a": cfg, "b": experiments.main_config(P, "cifar10", "wrn")})
+    assert runs[0].key in both and "Not run here" in both and "They need a GPU" in both
+
+
+def test_paper_rule_and_stated_numbers():
+    assert paper.within(0.5, [0.4, 0.6]) == "yes"
+    assert paper.within(0.9, [0.4, 0.41]).startswith("no (")
+    assert paper.within(None, [0.4, 0.6]) == "—" and paper.within(0.5, [0.4]) == "no spread (1 run)"
+    rows = list(paper.stated_rows())
+    random = [q for m, d, q, st in rows if d == "cifar100" and "random-label" in q]
+    assert sorted(random) == ["DNN random-label training accuracy (%)", "k-NN random-label training accuracy (%)"]
+    assert all(q in paper.QUANTITIES for _, _, q, _ in rows)
+    assert paper.digits("MC") == 4 and paper.digits("k-NN − DNN (%)") == 2
+
+
+def test_panels_draw_the_runs_numbers_and_name_a_missing_one(runs):
+    fig = plots.grid(["mlp640", "lenet"], ["mnist5k"], plots.accuracy_panel(),
+                     {("mlp640", "mnist5k"): runs[0]}, missing=lambda r, c: f"{NOT_RUN}: {r}")
+    ax, empty = fig.axes[0], fig.axes[1]
+    t = runs[0].table("test", k=30, metric="l1")
+    dnn, knn = ax.get_lines()[:2]
+    np.testing.assert_allclose(dnn.get_ydata(), 100 * t.dnn_acc.values)
+    np.testing.assert_allclose(knn.get_ydata(), 100 * t.knn_acc.values)
+    assert list(dnn.get_xdata()) == [0, 3, 6] and ax.get_xlabel() == "training step"
+    assert [tx.get_text() for tx in empty.texts] == [f"{NOT_RUN}: lenet"]
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
+def test_train_module_is_seeded_and_resumes_exactly():
+    data = load_dataset("mnist5k", limit=(400, 100))
+
+    def net():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 32), torch.nn.ReLU(),
+                                   torch.nn.Linear(32, 10))
+    whole_net, part_net = net(), net()
+    whole = train_module(whole_net, data, 12, batch=50, device="cpu")
+    first = train_module(part_net, data, 5, batch=50, device="cpu")
+    # a second call continues at step 5 with a new optimiser (no momentum carried over): the
+    # batches and augmentation are those of steps 5.. of the uninterrupted run
+    rest = train_module(part_net, data, 12, batch=50, device="cpu", start=5)
+    assert first == whole[:5] and len(rest) == 7
+    assert np.mean(whole[-4:]) < np.mean(whole[:4])  # it learns
+    again = train_module(net(), data, 12, batch=50, device="cpu")
+    assert again == whole  # same seed, same numbers
