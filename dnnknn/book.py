@@ -195,14 +195,38 @@ def once_each_inline_script(page: Path):
         page.write_text("".join(kept))
 
 
+def _children(pid: int) -> list[int]:
+    """The PIDs whose parent is `pid` (Linux's /proc; elsewhere none)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "(comm)": state, ppid, ...
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
 def _worker_init():
-    """A page worker: in its own process group, so that Ctrl-C reaches the driver only; the
-    driver's SIGTERM unwinds it (papermill stops the kernel, the page's temporary file goes)."""
+    """A page worker: in its own process group, so that Ctrl-C reaches the driver only. The
+    driver's SIGTERM stops it quietly: its kernel (a session of its own) is killed at once, before
+    it can print its lost connection, the worker's own messages go to /dev/null (the driver says
+    the one line), and the page's temporary file is removed as papermill unwinds."""
     import signal
 
     os.setpgrp()
 
     def stop(*_):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+        for pid in _children(os.getpid()):
+            try:
+                os.killpg(pid, signal.SIGKILL)  # the kernel leads its own session and group
+            except (ProcessLookupError, PermissionError):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)

@@ -1,6 +1,8 @@
 import contextlib
 import io
 import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
@@ -43,3 +45,15 @@ def run_cli(argv, env=None) -> CliResult:
         except SystemExit as e:  # argparse's own errors
             rc = e.code
     return CliResult(rc, out.getvalue(), err.getvalue())
+
+
+def copy_tree(dest: Path):
+    """A checkout's files (tracked, and untracked ones git does not ignore) copied into `dest`: a
+    repository of its own for commands that write into it (book/, results/)."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for f in filter(None, files):
+        src = ROOT / f
+        if src.is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / f)

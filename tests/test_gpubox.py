@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from .conftest import ROOT, SHARED_DATA
+from .conftest import ROOT, SHARED_DATA, copy_tree
 
 MISSING_THERE = ("mlxtend", "papermill", "jupyter_book", "submitit", "faiss", "psutil", "myst_nb")
 
@@ -29,17 +29,6 @@ needs_shared = pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir()
                                   reason="../shared/data (MNIST, cifar10-jpeg) is not present")
 
 
-def _copy_tree(dest):
-    """What a job sends: tracked files and untracked files git does not ignore."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
-    for f in filter(None, files):
-        src = ROOT / f
-        if src.is_file():
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / f)
-
-
 def _device_env(tmp_path):
     blocker = tmp_path / "blocker"
     blocker.mkdir()
@@ -54,7 +43,7 @@ def _device_env(tmp_path):
 def test_staged_calls_run_as_on_the_device_and_import(tmp_path):
     tree = tmp_path / "machine" / "repo"  # no ../shared beside it, as on the device
     tree.mkdir(parents=True)
-    _copy_tree(tree)
+    copy_tree(tree)
     assert not (tree.parent / "shared").exists() and not (tree / ".venv").exists()
     staged = subprocess.run([sys.executable, "-m", "dnnknn", "gpu-stage", "--small", "--data-dir", str(SHARED_DATA)],
                             cwd=tree, capture_output=True, text=True, timeout=300)

@@ -1,0 +1,53 @@
+"""Ctrl-C while the book executes: one line, exit 130, the committed pages as they were and no
+temporary page left. The book runs in a copy of the repository (it writes into book/), and the
+interrupt is sent once the page is training (a line of its output), never after a sleep."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+from .conftest import copy_tree
+
+
+def _wait_for(proc, needle: str, timeout: float) -> tuple[bool, list[str]]:
+    """Read the process's stderr (its log) until a line holds `needle`; keep reading after."""
+    seen, lines = threading.Event(), []
+
+    def reader():
+        for line in proc.stderr:
+            lines.append(line)
+            if needle in line:
+                seen.set()
+    threading.Thread(target=reader, daemon=True).start()
+    return seen.wait(timeout), lines
+
+
+def test_ctrl_c_during_the_book(tmp_path):
+    tree = tmp_path / "repo"
+    copy_tree(tree)
+    page = tree / "book" / "01_knn_during_training.ipynb"
+    before = page.read_bytes()
+    env = {**os.environ, "PYTHONPATH": str(tree), "DNNKNN_RUNS": str(tmp_path / "runs"), "TQDM_DISABLE": "1"}
+    cmd = [sys.executable, "-m", "dnnknn", "book", "--only", "01", "--no-build", "--jobs", "1",
+           "-p", "models", '["mlp640"]', "-p", "steps", "5000", "-p", "eval_every", "1000"]
+    # its own session: the signal goes to the driver's process group, as a terminal's Ctrl-C does
+    proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        started, lines = _wait_for(proc, "training mlp640 on mnist5k", timeout=600)
+        assert started, "".join(lines)[-3000:]
+        assert list((tree / "book").glob(".tmp-*.ipynb"))  # the page is being written
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    err = "".join(lines)
+    after = err[err.index("training mlp640 on mnist5k"):]
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in after and "zmq" not in after.lower() and "KeyboardInterrupt" not in after, after[-3000:]
+    assert [ln for ln in after.splitlines() if ln.strip()][-1] == \
+        "interrupted: the pages that had not finished were left as they were"
+    assert page.read_bytes() == before
+    assert not list((tree / "book").rglob(".tmp-*"))
