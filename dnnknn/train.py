@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import math
 import os
 import sys
@@ -299,9 +300,18 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
             opt = make_optimizer(model, cfg)
 
     def save(step):
-        tmp = ckpt_path.with_suffix(".tmp")
+        # serialised in memory, then written: a full disk is then an OSError naming the file (torch's
+        # zip writer, writing to the file, reports it as "unexpected pos" instead)
+        buf = io.BytesIO()
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "records": rec,
-                    "step": step, "wall": wall + time.time() - t0}, tmp)
+                    "step": step, "wall": wall + time.time() - t0}, buf)
+        tmp = ckpt_path.with_suffix(".tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(buf.getbuffer())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, ckpt_path)
 
     order = EpochOrder(n_train, cfg.batch_size, cfg.seed, dev)

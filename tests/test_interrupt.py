@@ -51,3 +51,22 @@ def test_ctrl_c_during_the_book(tmp_path):
         "interrupted: the pages that had not finished were left as they were"
     assert page.read_bytes() == before
     assert not list((tree / "book").rglob(".tmp-*"))
+
+
+def test_a_full_disk_is_one_line_and_loses_nothing(tmp_path):
+    """Files may not grow past 1 MiB (the shell's `ulimit -f 1024`): the first checkpoint cannot be
+    written. One line, exit 2, nothing published; the same command with room then trains the run."""
+    import resource
+    cmd = [sys.executable, "-m", "dnnknn", "train", "--no-progress", "--steps", "6", "--eval-every", "3",
+           "--limit", "300", "100", "--k", "1", "5", "--device", "cpu"]
+    env = {**os.environ, "DNNKNN_RUNS": str(tmp_path / "runs")}
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    full = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, preexec_fn=small_files)
+    lines = [ln for ln in full.stderr.splitlines() if ln.strip()]
+    assert full.returncode == 2 and len(lines) == 1, full.stderr[-2000:]
+    assert lines[0].startswith("error: File too large") and "nothing unfinished was published" in lines[0]
+    assert not [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]
+    room = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert room.returncode == 0 and "records:" in room.stdout, room.stderr[-2000:]
