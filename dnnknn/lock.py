@@ -1,4 +1,13 @@
-"""One process computes a run: a lock file per run key, holding the holder's PID and host."""
+"""One process computes a run: a lock file per run key, holding the holder's PID and host.
+
+Not the `filelock` package, though its `SoftFileLease` (3.30+; 4.3.1 comes with torch here) also
+records PID and host, refreshes a heartbeat and takes over stale locks: it judges a lease expired
+only after a contender has watched it unchanged for the whole lease on its own clock, so every
+process that arrives after a job died on another node waits the full lease (10 minutes here),
+where this lock reads the file's age and takes over at once; and a lock file that cannot be read
+(a killed writer) would fall back to its legacy PID rules instead of the same timeout. It would
+also make an unpinned transitive dependency a pinned one for a 100-line class.
+"""
 from __future__ import annotations
 
 import json
