@@ -4,9 +4,10 @@ Not the `filelock` package, though its `SoftFileLease` (3.30+; 4.3.1 comes with 
 records PID and host, refreshes a heartbeat and takes over stale locks: it judges a lease expired
 only after a contender has watched it unchanged for the whole lease on its own clock, so every
 process that arrives after a job died on another node waits the full lease (10 minutes here),
-where this lock reads the file's age and takes over at once; and a lock file that cannot be read
-(a killed writer) would fall back to its legacy PID rules instead of the same timeout. It would
-also make an unpinned transitive dependency a pinned one for a 100-line class.
+where this lock reads the file's age and takes over at once; and an empty lock file (its writer
+killed between creating and writing it) is never taken over there (read as an older release's
+holder), where here it is stale after the same timeout as a silent lock. It would also make an
+unpinned transitive dependency a pinned one for a 100-line class. (Read in filelock 4.3.1.)
 """
 from __future__ import annotations
 
