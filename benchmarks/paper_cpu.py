@@ -38,9 +38,10 @@ def main():
         t1 = time.time()
         run = P.store().get(c, data_dir=P.data_dir, progress="log")
         m = run.meta
+        batch = run.config.batch_size or int(m["dataset_repr"].split("train=(")[1].split(",")[0])  # GD: all
         train_s = m["wall_time_s"] - m["eval_time_s"]
         print(f"RUN {c.label()}: {time.time() - t1:.0f} s here; recorded {m['wall_time_s']:.0f} s, of which "
-              f"evaluation {m['eval_time_s']:.0f} s, training {run.config.steps * run.config.batch_size / max(train_s, 1e-9):,.0f} "
+              f"evaluation {m['eval_time_s']:.0f} s, training {run.config.steps * batch / max(train_s, 1e-9):,.0f} "
               f"images/s ({run.key})", flush=True)
     print(f"total: {len(cfgs)} runs in {time.time() - t:.0f} s", flush=True)
 

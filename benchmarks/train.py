@@ -5,8 +5,8 @@
     OMP_NUM_THREADS=1 python benchmarks/train.py --quick-bf16   # the quick profile's steps: bf16 / fp32
 
 One training step is `dnnknn.train.train_step`, the one `fit` takes: batch augmentation on the device,
-autocast (bf16 on CUDA unless --fp32), channels-last convolutions, Nesterov SGD with appendix A's
-CIFAR-10 weight decay on the weights only (`make_optimizer`). FLOPs per image are
+autocast (bf16 on CUDA unless --fp32), channels-last convolutions, Nesterov SGD with the dataset's weight
+decay (appendix A) on the weights only (`make_optimizer`). FLOPs per image are
 counted with torch.utils.flop_counter over one forward and backward pass (not guessed); MFU =
 FLOPs/image x images/s / the device's dense peak (--peak-tflops; known GPUs are filled in).
 --quick-bf16 times the quick profile's training steps (MNIST-shaped, batch 200, Wide-ResNet-10-1,

@@ -211,8 +211,8 @@ def _children(pid: int) -> list[int]:
 def _worker_init():
     """A page worker: in its own process group, so that Ctrl-C reaches the driver only. The
     driver's SIGTERM stops it quietly: its kernel (a session of its own) is killed at once, before
-    it can print its lost connection, the worker's own messages go to /dev/null (the driver says
-    the one line), and the page's temporary file is removed as papermill unwinds."""
+    it can print its lost connection, the worker's stderr goes to /dev/null (the driver says the
+    one line), and the page's temporary file is removed as papermill unwinds."""
     import signal
 
     os.setpgrp()

@@ -111,7 +111,7 @@ def _seeds(runs) -> str:
     return f"{len(runs)} seed{'s' if len(runs) != 1 else ''}"
 
 
-def _at(run, step_index: int, split="test") -> "pd.Series":  # noqa: F821
+def _at(run, step_index: int, split="test"):
     return run.table(split, k=30, metric="l1").iloc[step_index]
 
 

@@ -7,13 +7,13 @@ numpy, numba, pandas, scikit-learn there (no mlxtend, papermill, jupyter-book, s
 at most `--max-files` (8) files of `--max-file-mib` (16 MiB) back from its output folder. So:
 
     python -m dnnknn gpu-stage                  # here: data packs into .gpubox/, prints both jobs
-    python3 -m dnnknn gpu-run --call mnist ...  # there: prints a time budget, runs what fits
+    python3 -m dnnknn gpu-run --job mnist ...  # there: prints a time budget, runs what fits
     python -m dnnknn import OUT/records.tar.gz  # here: verified run records into results/
 
 The core library knows nothing of this module; the command line registers its three commands
 (`add_commands`).
 
-Calls and their items, most valuable first (each call ends inside `--budget` seconds, 480 by
+Jobs and their items, most valuable first (each job ends inside `--budget` seconds, 480 by
 default; an item whose estimate no longer fits is skipped with a line saying so):
 - `mnist`: Wide-ResNet-28-10 on MNIST at appendix A's settings (Figures 1-4, Table 2); the same
   network on MNIST with random labels, train and test evaluated along training (Figure 5,
@@ -40,18 +40,18 @@ from .errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE = ".gpubox"  # ignored by git; copied to the GPU machine with the repository
-CALLS = {"mnist": "mnist", "cifar10-jpeg": "cifar10-jpeg"}  # call -> the dataset it carries
+JOBS = {"mnist": "mnist", "cifar10-jpeg": "cifar10-jpeg"}  # job -> the dataset it carries
 # Section 4.4: the random-label networks are trained until they fit the training set (Figure 5
 # shows training accuracy reaching 100%). 60,000 random MNIST labels need tens of epochs; 15,000
-# steps of batch 200 are 50 epochs, which is what fits one 10-minute call beside the true-label run.
+# steps of batch 200 are 50 epochs, which is what fits one 10-minute job beside the true-label run.
 RANDOM_STEPS = 15_000
 OUT_FILES, OUT_FILE_MIB = 8, 16  # default limits on what comes back from $OUT
 SEND_MIB = 64  # default limit on what a job sends: the repository and its staged data folder
 
 
 def add_commands(sub):
-    """The GPU-box commands, on the command line's subparsers (each `func` runs one; what it returns
-    is not its exit status: the command line exits 0 unless it raises)."""
+    """The GPU-box commands, on the command line's subparsers. Each `func` returns what it made (not
+    an int), so the command line exits 0 unless it raises."""
     ds = sub.add_parser("gpu-stage", help="pack the data of the two GPU jobs into .gpubox/ and print "
                                           "what to copy to a GPU machine and the command to run there")
     ds.add_argument("--data-dir", help="where MNIST and cifar10-jpeg are (default $DNNKNN_DATA or ../shared/data)")
@@ -61,7 +61,7 @@ def add_commands(sub):
     ds.set_defaults(func=lambda a: stage(a.data_dir, small=a.small, max_send_mib=a.max_send_mib))
     dr = sub.add_parser("gpu-run", help="on the GPU machine: run one job's items within a time budget",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    dr.add_argument("--call", required=True, choices=tuple(CALLS))
+    dr.add_argument("--job", required=True, choices=tuple(JOBS))
     dr.add_argument("--data-dir", required=True, help="the staged folder copied with the repository")
     dr.add_argument("--out", required=True, help="records.tar.gz and summary.md are written here")
     dr.add_argument("--budget", type=float, default=480.0, help="seconds; items that no longer fit are skipped")
@@ -69,7 +69,7 @@ def add_commands(sub):
     dr.add_argument("--small", action="store_true", help="toy sizes (a CPU rehearsal)")
     dr.add_argument("--max-files", type=int, default=OUT_FILES, help="files the output folder may hold")
     dr.add_argument("--max-file-mib", type=float, default=OUT_FILE_MIB, help="size of each file in it")
-    dr.set_defaults(func=lambda a: run_call(a.call, a.data_dir, a.out, small=a.small, device=a.device,
+    dr.set_defaults(func=lambda a: run_job(a.job, a.data_dir, a.out, small=a.small, device=a.device,
                                             budget=a.budget, max_files=a.max_files, max_file_mib=a.max_file_mib))
     im = sub.add_parser("import", help="verify the run records a GPU job sent back and copy them into results/")
     im.add_argument("archive", help="records.tar.gz from a GPU job")
@@ -80,33 +80,33 @@ def add_commands(sub):
 
 def stage(data_dir: str | os.PathLike | None = None, small: bool = False, dest: str = STAGE,
           max_send_mib: float = SEND_MIB) -> dict:
-    """Pack each job's data into `dest/<call>/` and print what to copy and the command to run there."""
+    """Pack each job's data into `dest/<job>/` and print what to copy and the command to run there."""
     from .data import pack_dataset
 
     src = Path(data_dir or os.environ.get("DNNKNN_DATA") or ROOT.parent / "shared" / "data")
     limit = (2000, 500) if small else None
-    calls = {}
-    for call, dataset in CALLS.items():
-        folder = Path(dest) / call
+    jobs = {}
+    for job, dataset in JOBS.items():
+        folder = Path(dest) / job
         t = time.time()
         pack = pack_dataset(dataset, src, ROOT / folder / f"{dataset}.npz", limit=limit)  # dest may be absolute
         mb = pack.stat().st_size / 2**20
-        cmd = (f"python3 -m dnnknn gpu-run --call {call} --data-dir {folder} --out $OUT"
+        cmd = (f"python3 -m dnnknn gpu-run --job {job} --data-dir {folder} --out $OUT"
                + (" --small --device cpu" if small else ""))
-        calls[call] = {"send": [str(folder)], "command": cmd, "pack": str(pack), "MiB": round(mb, 1)}
-        print(f"{call}: packed {dataset} from {src} into {pack} ({mb:.1f} MiB, {time.time() - t:.0f} s)")
+        jobs[job] = {"send": [str(folder)], "command": cmd, "pack": str(pack), "MiB": round(mb, 1)}
+        print(f"{job}: packed {dataset} from {src} into {pack} ({mb:.1f} MiB, {time.time() - t:.0f} s)")
         print(f"  send:    {json.dumps([str(folder)])} (with the repository)")
         print(f"  command: {cmd}")
     tree = _tree_bytes()
-    for call, c in calls.items():
+    for job, c in jobs.items():
         total = (tree + Path(c["pack"]).stat().st_size) / 2**20
         c["send_MiB"] = round(total, 1)
-        print(f"{call}: the repository ({tree / 2**20:.1f} MiB) and the pack make {total:.1f} MiB of the "
+        print(f"{job}: the repository ({tree / 2**20:.1f} MiB) and the pack make {total:.1f} MiB of the "
               f"{max_send_mib:g} MiB a job sends" + ("" if total <= max_send_mib else "  <-- TOO BIG for a quick transfer"))
     print("Copy the repository and each job's folder to the GPU machine (rsync, scp, a notebook's upload), run the "
           "job's command there with $OUT an empty folder, and copy $OUT/records.tar.gz back; then, here:\n"
           "  python -m dnnknn import records.tar.gz")
-    return calls
+    return jobs
 
 
 def _tree_bytes() -> int:
@@ -120,7 +120,7 @@ def _tree_bytes() -> int:
     return sum((ROOT / f).stat().st_size for f in files if f and (ROOT / f).is_file())
 
 
-# -- the device side -------------------------------------------------------------------------------
+# -- the GPU machine's side -------------------------------------------------------------------------------
 
 def _params(small: bool, device: str, data_dir: str, runs_dir: str):
     from .profiles import Params
@@ -133,7 +133,7 @@ def _params(small: bool, device: str, data_dir: str, runs_dir: str):
                                 runs_dir=runs_dir, train_missing=True)
 
 
-def _items(call: str, P, small: bool) -> list[tuple[str, object]]:
+def _items(job: str, P, small: bool) -> list[tuple[str, object]]:
     """(name, RunConfig or benchmark command) in order of value."""
     import dataclasses
 
@@ -144,7 +144,7 @@ def _items(call: str, P, small: bool) -> list[tuple[str, object]]:
     def sized(cfg):
         return dataclasses.replace(cfg, limit=lim) if lim and cfg.limit is None else cfg
 
-    if call == "mnist":
+    if job == "mnist":
         return [("wrn-mnist", sized(experiments.main_config(P, "mnist", "wrn"))),
                 ("wrn-mnist-random-labels", sized(experiments.random_config(P, "mnist", "wrn")))]
     items = [(f"{m}-cifar10-jpeg", sized(experiments.main_config(P, "cifar10-jpeg", m))) for m in ("mlp640", "lenet")]
@@ -200,24 +200,24 @@ def estimate(cfg, data, dev) -> float:
     return 15 + 1.2 * (cfg.steps * per_step + images * per_image)  # 15 s: loading, numba compilation
 
 
-def run_call(call: str, data_dir: str, out: str, small: bool = False, device: str = "auto",
+def run_job(job: str, data_dir: str, out: str, small: bool = False, device: str = "auto",
              budget: float = 480.0, runs_dir: str | None = None, max_files: int = OUT_FILES,
              max_file_mib: float = OUT_FILE_MIB) -> Path:
-    """Run a call's items that fit in `budget` seconds; records.tar.gz and summary.md in `out` are
-    rewritten after every item, so what finished comes back even if the call is cut short. Without
+    """Run a job's items that fit in `budget` seconds; records.tar.gz and summary.md in `out` are
+    rewritten after every item, so what finished comes back even if the job is cut short. Without
     `runs_dir` the runs go to a temporary folder, removed at the end (their records are in `out`).
     Ends by checking `out` against the limits on what comes back (max_files of max_file_mib)."""
     limits = (max_files, max_file_mib)
     if runs_dir is not None:
-        return _run_call(call, data_dir, out, small, device, budget, runs_dir, limits)
+        return _run_job(job, data_dir, out, small, device, budget, runs_dir, limits)
     tmp = tempfile.mkdtemp(prefix="dnnknn-gpu-runs-")
     try:
-        return _run_call(call, data_dir, out, small, device, budget, tmp, limits)
+        return _run_job(job, data_dir, out, small, device, budget, tmp, limits)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _run_call(call, data_dir, out, small, device, budget, runs_dir, limits=(OUT_FILES, OUT_FILE_MIB)) -> Path:
+def _run_job(job, data_dir, out, small, device, budget, runs_dir, limits=(OUT_FILES, OUT_FILE_MIB)) -> Path:
     import torch
 
     from .data import load_dataset
@@ -225,8 +225,8 @@ def _run_call(call, data_dir, out, small, device, budget, runs_dir, limits=(OUT_
     from .train import resolve_device
 
     t0 = time.time()
-    if call not in CALLS:
-        raise ConfigError(f"unknown call {call!r}; choose one of {', '.join(CALLS)}")
+    if job not in JOBS:
+        raise ConfigError(f"unknown job {job!r}; choose one of {', '.join(JOBS)}")
     if not Path(data_dir).is_dir():
         raise ConfigError(f"no staged data in {data_dir}; run `python -m dnnknn gpu-stage` first and "
                           f"copy that folder with the repository")
@@ -241,9 +241,9 @@ def _run_call(call, data_dir, out, small, device, budget, runs_dir, limits=(OUT_
         print(text, flush=True)
         lines.append(text)
 
-    say(f"# dnnknn GPU job: {call}{' (--small)' if small else ''}")
+    say(f"# dnnknn GPU job: {job}{' (--small)' if small else ''}")
     say(f"{device_name(str(dev))}; torch {torch.__version__}; code {code_version()}; budget {budget:.0f} s")
-    items = _items(call, P, small)
+    items = _items(job, P, small)
     datasets = {}
     say("\n## Time budget (estimated seconds per item, from a few timed steps on this device)\n")
     say("| item | what | steps | evaluations | estimated s |")
@@ -338,7 +338,7 @@ def check_out(out: Path, max_files: int = OUT_FILES, max_file_mib: float = OUT_F
 
 
 def import_archive(path: str | os.PathLike, to: str | os.PathLike | None = None) -> list[Path]:
-    """Verify each run in a device archive against its manifest and publish it into `to`
+    """Verify each run in a archive a GPU job sent back against its manifest and publish it into `to`
     (default: the repository's results/)."""
     from .runs import RunStore, export
 

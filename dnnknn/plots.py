@@ -1,7 +1,7 @@
 """Seaborn figures in the paper's colours: DNN black, k-NN red; MC blue, ME red.
 
 Each `*_grid` function draws one panel per (row, column) from a dict of runs (None = not run) and
-returns the figure; the caller captions it with what the runs were (`Params.describe`).
+returns the figure; the caller captions it with what the runs were (`report.describe`).
 """
 from __future__ import annotations
 

@@ -61,8 +61,6 @@ def fits_cpu(cfg: RunConfig) -> bool:
     return cfg.dataset in ("mnist", "mnist5k") and cfg.model in ("mlp640", "lenet")
 
 
-
-
 def paper_steps(dataset: str) -> int:
     """Appendix A: 50,000 steps (200 epochs at batch 200) for CIFAR, 1,000 for MNIST."""
     return 50_000 if dataset.startswith("cifar") else 1_000

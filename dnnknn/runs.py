@@ -37,6 +37,7 @@ from .errors import ConfigError, DnnKnnError
 from .lock import RunLock
 from .provenance import MANIFEST, RUN_FILES, DamagedRun, code_version, device_name, verify, write_manifest  # noqa: F401
 
+
 def default_store_dir() -> Path:
     return Path(os.environ.get("DNNKNN_RUNS") or "runs").expanduser()
 

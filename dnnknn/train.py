@@ -300,8 +300,8 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
             opt = make_optimizer(model, cfg)
 
     def save(step):
-        # serialised in memory, then written: a full disk is then an OSError naming the file (torch's
-        # zip writer, writing to the file, reports it as "unexpected pos" instead)
+        # serialised in memory, then written: a full disk is an OSError (torch's zip writer, writing
+        # to the file itself, reports it as "unexpected pos")
         buf = io.BytesIO()
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "records": rec,
                     "step": step, "wall": wall + time.time() - t0}, buf)
@@ -309,6 +309,9 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
         try:
             with open(tmp, "wb") as f:
                 f.write(buf.getbuffer())
+        except OSError as e:  # a failed write names no file: name it
+            tmp.unlink(missing_ok=True)
+            raise OSError(e.errno, e.strerror, str(tmp)) from e
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

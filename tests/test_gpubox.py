@@ -29,7 +29,7 @@ needs_shared = pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir()
                                   reason="../shared/data (MNIST, cifar10-jpeg) is not present")
 
 
-def _device_env(tmp_path):
+def _gpu_machine_env(tmp_path):
     blocker = tmp_path / "blocker"
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text(BLOCKER)
@@ -40,7 +40,7 @@ def _device_env(tmp_path):
 
 
 @needs_shared
-def test_staged_calls_run_as_on_the_device_and_import(tmp_path):
+def test_staged_jobs_run_as_on_a_gpu_machine_and_import(tmp_path):
     tree = tmp_path / "machine" / "repo"  # no ../shared beside it, as on the device
     tree.mkdir(parents=True)
     copy_tree(tree)
@@ -48,18 +48,18 @@ def test_staged_calls_run_as_on_the_device_and_import(tmp_path):
     staged = subprocess.run([sys.executable, "-m", "dnnknn", "gpu-stage", "--small", "--data-dir", str(SHARED_DATA)],
                             cwd=tree, capture_output=True, text=True, timeout=300)
     assert staged.returncode == 0, staged.stderr
-    calls = [ln.split("command: ", 1)[1] for ln in staged.stdout.splitlines() if "command: " in ln]
-    carries = [ln.split("send: ", 1)[1].split(" (with", 1)[0].strip() for ln in staged.stdout.splitlines() if "send: " in ln]
-    assert len(calls) == 2 and carries == ['[".gpubox/mnist"]', '[".gpubox/cifar10-jpeg"]']
+    jobs = [ln.split("command: ", 1)[1] for ln in staged.stdout.splitlines() if "command: " in ln]
+    sends = [ln.split("send: ", 1)[1].split(" (with", 1)[0].strip() for ln in staged.stdout.splitlines() if "send: " in ln]
+    assert len(jobs) == 2 and sends == ['[".gpubox/mnist"]', '[".gpubox/cifar10-jpeg"]']
     assert "TOO BIG" not in staged.stdout and staged.stdout.count("of the 64 MiB a job sends") == 2
-    env = _device_env(tmp_path)
+    env = _gpu_machine_env(tmp_path)
     check = subprocess.run([sys.executable, "-c", "import mlxtend"], cwd=tree, env=env, capture_output=True, text=True)
     assert check.returncode != 0 and "not on the GPU machine" in check.stderr  # the blocker works
     from dnnknn.gpubox import import_archive
     from dnnknn.runs import Run
 
     results = tmp_path / "results"
-    for i, cmd in enumerate(calls):
+    for i, cmd in enumerate(jobs):
         out = tmp_path / f"OUT{i}"
         out.mkdir()
         argv = cmd.replace("$OUT", str(out)).split()
@@ -88,7 +88,7 @@ def test_staged_calls_run_as_on_the_device_and_import(tmp_path):
     assert all(r.meta["device"] == "cpu" for r in runs)
 
 
-def test_device_limits_are_enforced(tmp_path):
+def test_gpu_job_limits_are_enforced(tmp_path):
     from dnnknn.gpubox import check_out
     from dnnknn.errors import ConfigError
 

@@ -66,7 +66,8 @@ def test_a_full_disk_is_one_line_and_loses_nothing(tmp_path):
     full = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, preexec_fn=small_files)
     lines = [ln for ln in full.stderr.splitlines() if ln.strip()]
     assert full.returncode == 2 and len(lines) == 1, full.stderr[-2000:]
-    assert lines[0].startswith("error: File too large") and "nothing unfinished was published" in lines[0]
+    assert lines[0].startswith("error: File too large (") and "nothing unfinished was published" in lines[0]
+    assert "ckpt" in lines[0] and str(tmp_path / "runs") in lines[0]  # names the file
     assert not [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]
     room = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert room.returncode == 0 and "records:" in room.stdout, room.stderr[-2000:]

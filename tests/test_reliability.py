@@ -287,12 +287,12 @@ def test_gpu_run_removes_its_temporary_store(monkeypatch, tmp_path):
     import dnnknn.gpubox
     seen = []
 
-    def fake(call, data_dir, out, small, device, budget, runs_dir, limits):
+    def fake(job, data_dir, out, small, device, budget, runs_dir, limits):
         assert os.path.isdir(runs_dir)
         seen.append(runs_dir)
         return tmp_path
-    monkeypatch.setattr(dnnknn.gpubox, "_run_call", fake)
-    dnnknn.gpubox.run_call("mnist", str(tmp_path), str(tmp_path / "out"))
+    monkeypatch.setattr(dnnknn.gpubox, "_run_job", fake)
+    dnnknn.gpubox.run_job("mnist", str(tmp_path), str(tmp_path / "out"))
     assert seen and not os.path.exists(seen[0])
 
 
