@@ -10,8 +10,9 @@ import threading
 from .conftest import copy_tree
 
 
-def _wait_for(proc, needle: str, timeout: float) -> tuple[bool, list[str]]:
-    """Read the process's stderr (its log) until a line holds `needle`; keep reading after."""
+def _wait_for(proc, needle: str, timeout: float) -> tuple[bool, list[str], threading.Thread]:
+    """Read the process's stderr (its log) until a line holds `needle`; keep reading after, to the
+    end of the stream (join the thread returned before reading the last lines)."""
     seen, lines = threading.Event(), []
 
     def reader():
@@ -19,8 +20,9 @@ def _wait_for(proc, needle: str, timeout: float) -> tuple[bool, list[str]]:
             lines.append(line)
             if needle in line:
                 seen.set()
-    threading.Thread(target=reader, daemon=True).start()
-    return seen.wait(timeout), lines
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    return seen.wait(timeout), lines, thread
 
 
 def test_ctrl_c_during_the_book(tmp_path):
@@ -35,17 +37,18 @@ def test_ctrl_c_during_the_book(tmp_path):
     proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        started, lines = _wait_for(proc, "training mlp640 on mnist5k", timeout=600)
+        started, lines, reader = _wait_for(proc, "training mlp640 on mnist5k", timeout=600)
         assert started, "".join(lines)[-3000:]
         assert list((tree / "book").glob(".tmp-*.ipynb"))  # the page is being written
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=300)
+        reader.join(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     err = "".join(lines)
     after = err[err.index("training mlp640 on mnist5k"):]
-    assert proc.returncode == 130, err[-3000:]
+    assert proc.returncode == 130, (proc.returncode, after[-3000:])
     assert "Traceback" not in after and "zmq" not in after.lower() and "KeyboardInterrupt" not in after, after[-3000:]
     assert [ln for ln in after.splitlines() if ln.strip()][-1] == \
         "interrupted: the pages that had not finished were left as they were"
