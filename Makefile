@@ -20,8 +20,8 @@ browser:              ## Debian's chromium + chromedriver for the browser test (
 	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
 	  echo "chromium not installed (not root): the browser test will skip"
 
-test: setup browser   ## the test suite (the slow end-to-end checks included), a test file per core
-	$(PY) -m pytest -q -n 2 --dist loadfile
+test: setup browser   ## the test suite (the slow end-to-end checks included)
+	$(PY) -m pytest -q
 
 book: setup           ## execute the notebooks (quick profile, and paper-profile pages from results/) and build the HTML into _build/html
 	$(PY) -m dnnknn book
