@@ -33,9 +33,12 @@ def test_ctrl_c_during_the_book(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(tree), "DNNKNN_RUNS": str(tmp_path / "runs"), "TQDM_DISABLE": "1"}
     cmd = [sys.executable, "-m", "dnnknn", "book", "--only", "01", "--no-build", "--jobs", "1",
            "-p", "models", '["mlp640"]', "-p", "steps", "5000", "-p", "eval_every", "1000"]
-    # its own session: the signal goes to the driver's process group, as a terminal's Ctrl-C does
+    # its own session: the signal goes to the driver's process group, as a terminal's Ctrl-C does.
+    # SIGINT at its default, as in a terminal: a suite started in the background (`make test &`,
+    # nohup) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt
     proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         started, lines, reader = _wait_for(proc, "training mlp640 on mnist5k", timeout=600)
         assert started, "".join(lines)[-3000:]
