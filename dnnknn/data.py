@@ -171,7 +171,7 @@ def _torchvision(name: str, root: Path, download: bool) -> tuple:
     except Exception as e:  # noqa: BLE001 - any download or file error becomes one clear message
         why = " ".join(str(e).split()) or type(e).__name__
         folder = root / {"mnist": "MNIST", "cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]
-        if folder.is_dir() and any(folder.rglob("*")):
+        if folder.is_dir() and any(p.is_file() for p in folder.rglob("*")):  # a failed download leaves empty folders
             raise DataNotFoundError(
                 f"dataset {name!r}: the files in {folder} cannot be read ({why[:120]}); they may be truncated "
                 f"or damaged: remove {folder} to download them again, or put whole copies there") from None

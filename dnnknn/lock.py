@@ -81,8 +81,9 @@ class RunLock:
             aside.unlink(missing_ok=True)
             return False
         aside.unlink(missing_ok=True)
-        print(f"taking over the stale lock of {self.label} (PID {holder.get('pid', '?')} on "
-              f"{holder.get('host', '?')} is gone)", file=sys.stderr, flush=True)
+        who = (f"PID {holder['pid']} on {holder.get('host', '?')} is gone" if holder.get("pid") is not None
+               else "its lock file names no holder and has not changed for the stale timeout")
+        print(f"taking over the stale lock of {self.label} ({who})", file=sys.stderr, flush=True)
         return True
 
     def _heartbeat(self):

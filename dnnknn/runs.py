@@ -87,7 +87,7 @@ class Run:
             c = self.config
             raise ConfigError(f"run {self.key} has no rows for {kw or 'its defaults'} (it has splits "
                               f"{sorted(set(self.measures.split))}, metrics {list(c.metrics)}, k {list(c.ks)}"
-                              f"{'' if c.eval_train else '; the training set was not evaluated: eval_train=True'})")
+                              f"{'' if c.eval_train else '; the training set was not evaluated: train with eval_train=True (--eval-train) for it'})")
         return t.iloc[-1]
 
     def last_step(self, **equal) -> pd.DataFrame:

@@ -221,7 +221,7 @@ def test_api_misuse_clear_errors(finished):
         probe(net, d, (d[0][:0], d[1][:0]), layer="1", k=5)
     with pytest.raises(ConfigError, match="batch must be a positive integer"):
         probe(net, d, d, layer="1", k=5, batch=-1)
-    with pytest.raises(ConfigError, match="no rows for.*the training set was not evaluated: eval_train=True"):
+    with pytest.raises(ConfigError, match="no rows for.*the training set was not evaluated: train with eval_train=True"):
         finished.final(split="train")
 
 
@@ -328,3 +328,13 @@ def test_a_run_records_the_code_it_was_trained_with(tmp_path, monkeypatch):
     monkeypatch.setattr(dnnknn.train, "fit", fit_then_edit)
     run = RunStore(tmp_path).get(RunConfig(**TINY), progress=False)
     assert run.meta["code_version"] == "0.2.0+gstart"
+
+
+def test_an_empty_dataset_folder_is_not_called_damaged(tmp_path):
+    """A failed download leaves torchvision's empty folders: the message says the files are not
+    there, not that they are damaged."""
+    from dnnknn.data import load_dataset
+    from dnnknn.errors import DataNotFoundError
+    (tmp_path / "MNIST" / "raw").mkdir(parents=True)
+    with pytest.raises(DataNotFoundError, match="is not in .* and could not be downloaded"):
+        load_dataset("mnist", tmp_path, download=False)
