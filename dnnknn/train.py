@@ -230,8 +230,11 @@ def evaluate(model, data: Dataset, cfg: RunConfig, step: int, rec: Records, laye
         rec.arrays.setdefault(f"labels/{split}", labels[split].astype(np.int16))
         for layer in layers:
             # the embedding: every k, metric and PCA space (at a full step; else the curves' k and
-            # metric); another probed layer: probe_ks, the first metric
+            # metric); another probed layer: probe_ks, the first metric; on the training set without
+            # train_full only the curves' space (Table 2), not the layers (Figure 2 is the test set's)
             emb, full = layer == "embedding", cfg.is_full_eval(step, split)
+            if not emb and split == "train" and not cfg.train_full:
+                continue
             ks, metrics, pca = ((cfg.ks, cfg.metrics, cfg.pca_dims) if full else ((cfg.curve_k,), cfg.metrics[:1], ())
                                 ) if emb else (cfg.probe_ks, cfg.metrics[:1], ())
             preds = knnlib.predict_spaces(

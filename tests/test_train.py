@@ -85,13 +85,16 @@ def test_full_spaces_only_where_asked_and_neighbours_recorded(tmp_path):
     from dnnknn.train import neighbour_key, neighbour_queries
 
     cfg = RunConfig(**{**TINY, "ks": (1, 5, 30), "pca_dims": (8,), "full_eval_steps": (30,),
-                       "train_eval_steps": (30,), "train_full": False, "neighbour_images": 6})
+                       "train_eval_steps": (30,), "train_full": False, "neighbour_images": 6,
+                       "probe_layers": ("embedding_raw",), "probe_ks": (1, 5)})
     run = RunStore(tmp_path).get(cfg, progress=False)
     m = run.measures
     mid = m[m.step < 30]
-    assert set(zip(mid.split, mid.metric, mid.k, mid.pca)) == {("test", "l1", 30, 0)}
-    assert set(zip(m[m.split == "train"].metric, m[m.split == "train"].k)) == {("l1", 30)}
-    last = m[(m.step == 30) & (m.split == "test")]
+    assert set(zip(mid.split, mid.layer, mid.metric, mid.k, mid.pca)) == {("test", "embedding", "l1", 30, 0)}
+    train = m[m.split == "train"]
+    assert set(zip(train.layer, train.metric, train.k)) == {("embedding", "l1", 30)}  # no layers: Figure 2 is the test set's
+    assert set(m[m.layer == "embedding_raw"].split) == {"test"}
+    last = m[(m.step == 30) & (m.split == "test") & (m.layer == "embedding")]
     assert set(zip(last.metric, last.k, last.pca)) == {(mt, k, p) for mt in ("l1", "l2") for k in (1, 5, 30)
                                                         for p in (0, 8)}
     p = run.predictions()
