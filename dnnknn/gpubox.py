@@ -191,10 +191,16 @@ def _calibrate(cfg, data, dev) -> tuple[float, float]:
     return per_step, (time.time() - t) / n
 
 
-def estimate(cfg, data, dev) -> float:
+def estimate(cfg, data, dev, timed: dict | None = None) -> float:
     """Seconds for a run: training steps plus one embedding of both splits per evaluation, plus
-    20% for the k-NN searches and the records, plus a fixed start-up allowance."""
-    per_step, per_image = _calibrate(cfg, data, dev)
+    20% for the k-NN searches and the records, plus a fixed start-up allowance. timed: calibrations
+    already made, by network, precision, batch and image shape (the random-label run of a network
+    costs what its main run does per step)."""
+    what = (cfg.model, cfg.depth, cfg.width, cfg.precision, cfg.batch_size, cfg.optimizer, data.shape, data.num_classes)
+    timed = {} if timed is None else timed
+    if what not in timed:
+        timed[what] = _calibrate(cfg, data, dev)
+    per_step, per_image = timed[what]
     n_eval = len(cfg.eval_steps)
     images = n_eval * len(data.y_test) + (n_eval if cfg.eval_train else 1) * len(data.y_train)
     return 15 + 1.2 * (cfg.steps * per_step + images * per_image)  # 15 s: loading, numba compilation
@@ -244,7 +250,7 @@ def _run_job(job, data_dir, out, small, device, budget, runs_dir, limits=(OUT_FI
     say(f"# dnnknn GPU job: {job}{' (--small)' if small else ''}")
     say(f"{device_name(str(dev))}; torch {torch.__version__}; code {code_version()}; budget {budget:.0f} s")
     items = _items(job, P, small)
-    datasets = {}
+    datasets, timed = {}, {}
     say("\n## Time budget (estimated seconds per item, from a few timed steps on this device)\n")
     say("| item | what | steps | evaluations | estimated s |")
     say("|---|---|---|---|---|")
@@ -259,7 +265,7 @@ def _run_job(job, data_dir, out, small, device, budget, runs_dir, limits=(OUT_FI
             if key not in datasets:
                 datasets[key] = load_dataset(cfg.dataset, data_dir, labels=cfg.labels, label_seed=cfg.label_seed,
                                              limit=cfg.limit)
-            est = estimate(cfg, datasets[key], dev)
+            est = estimate(cfg, datasets[key], dev, timed)
             say(f"| {name} | {cfg.label()} | {cfg.steps:,} | {len(cfg.eval_steps)} | {est:.0f} |")
         plan.append((name, what, est))
     say(f"\ncalibration took {time.time() - t0:.0f} s\n")

@@ -1,17 +1,12 @@
-import os
-import subprocess
-import sys
-
-from .conftest import ROOT
+from .conftest import run_cli
 
 ARGS = ["grid", "--profile", "quick", "--executor", "local", "--models", "mlp640", "lenet", "--steps", "4", "--n-runs", "1",
         "--sections", "main", "--device", "cpu"]
 
 
 def _grid(tmp_path):
-    return subprocess.run([sys.executable, "-m", "dnnknn", *ARGS, "--runs-dir", str(tmp_path / "runs"),
-                           "--log-dir", str(tmp_path / "logs")], cwd=ROOT, capture_output=True, text=True,
-                          timeout=900, env={**os.environ, "TQDM_DISABLE": "1"})
+    # the driver in this process; submitit starts each run's job as a process of its own
+    return run_cli([*ARGS, "--runs-dir", tmp_path / "runs", "--log-dir", tmp_path / "logs"], env={"TQDM_DISABLE": "1"})
 
 
 def test_two_run_grid_through_submitit_local(tmp_path):
