@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from . import __version__
+from .names import STAND_INS
 from .config import CIFAR_SCHEDULE, RunConfig, eval_schedule
 from .profiles import ALL_KS, NEIGHBOUR_IMAGES, Params, fits_cpu
 from .runs import Run
@@ -72,13 +73,25 @@ def feasible_here(P: Params, cfg: RunConfig) -> bool:
 
 
 def get(P: Params, cfg: RunConfig) -> Run | None:
-    """The run from the store (or results/), trained now if this profile does so, else None."""
+    """The run from the store (or results/), trained now if this profile does so; else the same
+    run on the dataset's stand-in (`STAND_INS`) if the store holds one; else None. The run's own
+    `config.dataset` says which it is."""
     store = P.store()
     run = store.find(cfg)
     if run is None and feasible_here(P, cfg):
         print(f"training {cfg.label()} ...", flush=True)
         run = store.train(cfg, data_dir=P.data_dir, progress="log")
+    if run is None and cfg.dataset in STAND_INS:
+        run = store.find(dataclasses.replace(cfg, dataset=STAND_INS[cfg.dataset]))
     return run
+
+
+def dataset_name(dataset: str, runs) -> str:
+    """The dataset's name as a figure or table shows it: that of the data the runs trained on (a
+    stand-in's, e.g. 'CIFAR-10 (JPEG q75 copy)'), the asked one's without runs."""
+    from .plots import name
+    trained = [r.config.dataset for r in (runs if isinstance(runs, (list, tuple)) else [runs]) if r is not None]
+    return name(trained[0] if trained else dataset)
 
 
 def main_runs(P: Params, models=None, datasets=None, seed: int = 0):
@@ -111,7 +124,10 @@ def seed_runs(P: Params, model: str, dataset: str | None, kind: str = "main") ->
     cfgs = [config(P, dataset, model, s) for s in seeds]
     if kind == "legacy":
         return [r for r in (P.store().find(c) for c in cfgs) if r is not None]
-    return [r for r in (get(P, c) for c in cfgs) if r is not None]
+    runs = [r for r in (get(P, c) for c in cfgs) if r is not None]
+    if any(r.config.dataset == dataset for r in runs):  # never the dataset mixed with its stand-in
+        runs = [r for r in runs if r.config.dataset == dataset]
+    return runs
 
 
 def grid_configs(P: Params, main: bool = True, random: bool = True, gd: bool = True) -> list[RunConfig]:

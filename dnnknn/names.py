@@ -8,6 +8,10 @@ TORCHVISION_DATASETS = ("mnist", "cifar10", "cifar100")
 NAMED_DATASETS = ("mnist5k",) + TORCHVISION_DATASETS + ("cifar10-jpeg",)
 IMAGEFOLDER = "imagefolder:"  # prefix of a folder-of-images dataset: imagefolder:<path>
 DATASETS = NAMED_DATASETS + (IMAGEFOLDER + "<path>",)
+# A dataset not run here may be stood in for by a copy of it, named as the copy wherever it shows (a
+# panel's title, a table's dataset, a caption): CIFAR-10 by its JPEG q75 copy, the only CIFAR-10 on
+# some machines. A run on the dataset itself always comes first (experiments.get).
+STAND_INS = {"cifar10": "cifar10-jpeg"}
 
 MODELS = ("mlp640", "lenet", "wrn")  # appendix A's three networks
 EMBED_DIM = 640  # the L2-normalised embedding before the last layer (MLP-640, LeNet; Wide-ResNet: 64 x width)

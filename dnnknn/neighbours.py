@@ -14,6 +14,8 @@ import pandas as pd
 from .train import neighbour_key, pred_key
 
 CASES = ("agree, right", "agree, wrong", "disagree")
+_CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CLASS_NAMES = {"cifar10": _CIFAR10, "cifar10-jpeg": _CIFAR10}  # label -> name, where digits would not say it
 
 
 def _knn_key(run, step: int, k: int = 30) -> str:
@@ -33,8 +35,12 @@ def cases(run, step: int, k: int = 30) -> pd.DataFrame:
 
 
 def pick(table: pd.DataFrame, per_case: int = 2) -> pd.DataFrame:
-    """The first `per_case` images of each case (the recorded images are in a fixed order)."""
-    return pd.concat([table[table.case == c].head(per_case) for c in CASES])
+    """`per_case` images of each case, of different labels where the case has them (a test set
+    stored class by class, as an image folder is, would otherwise show one class), in their
+    recorded order."""
+    def some(t):
+        return t.iloc[np.argsort(t.groupby("label").cumcount().to_numpy(), kind="stable")].head(per_case)
+    return pd.concat([some(table[table.case == c]) for c in CASES])
 
 
 def first_distance(run) -> pd.DataFrame:
@@ -63,11 +69,13 @@ def figure(chosen: pd.DataFrame, x_train, x_test, y_train, classes=None, title: 
 
     n = max(len(chosen), 1)
     k = len(chosen.neighbours.iloc[0]) if len(chosen) else 5
-    fig, axes = plt.subplots(n, k + 1, figsize=(1.15 * (k + 1), 1.35 * n), squeeze=False)
+    wide = 1.35 if classes else 1.15  # class names are longer than digits
+    fig, axes = plt.subplots(n, k + 1, figsize=(wide * (k + 1), 1.5 * n), squeeze=False)
     names = (lambda c: classes[c]) if classes else str
     for i, (_, r) in enumerate(chosen.iterrows()):
         _show(axes[i, 0], np.asarray(x_test[r.test_index]))
-        axes[i, 0].set_title(f"{r.case}\nlabel {names(r.label)}: DNN {names(r.dnn)}, k-NN {names(r.knn)}", fontsize=6.5)
+        axes[i, 0].set_title(f"{r.case}: label {names(r.label)}\nDNN {names(r.dnn)}, k-NN {names(r.knn)}",
+                             fontsize=6.5, fontweight="bold")
         for j, (idx, d) in enumerate(zip(r.neighbours, r.distances)):
             ax = axes[i, j + 1]
             _show(ax, np.asarray(x_train[idx]))

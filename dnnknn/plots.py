@@ -5,10 +5,13 @@ returns the figure; the caller captions it with what the runs were (`report.desc
 """
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
+from .names import STAND_INS
 from .profiles import NOT_RUN
 
 DNN, KNN, MC, ME = "black", "tab:red", "tab:blue", "tab:red"
@@ -41,7 +44,6 @@ def grid(rows, cols, panel, runs: dict, height=2.6, width=None, sharey=True, leg
             ax = axes[i, j]
             run = runs.get((r, c))
             if run is None:
-                import textwrap
                 text = (missing(r, c) if missing else NOT_RUN).replace("`", "")
                 ax.text(0.5, 0.5, textwrap.fill(text, 34), ha="center", va="center", transform=ax.transAxes,
                         color="dimgrey", fontsize=8, wrap=True)
@@ -50,8 +52,10 @@ def grid(rows, cols, panel, runs: dict, height=2.6, width=None, sharey=True, leg
                 ax.grid(False)
             else:
                 panel(ax, run, r, c)
-            ax.set_title(title(r, c) if title else f"{name(c)} — {name(r)}" if isinstance(r, str) else name(c),
-                         fontsize=10)
+            stood_in = run is not None and isinstance(c, str) and STAND_INS.get(c) == run.config.dataset
+            col = name(run.config.dataset if stood_in else c)  # a stand-in's panel names the copy
+            text = title(r, c) if title else f"{col} — {name(r)}" if isinstance(r, str) else col
+            ax.set_title(textwrap.fill(text, int(11 * width)), fontsize=10)  # ~11 characters an inch
     if legend:
         handles, labels = [], []
         for ax in axes.flat:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .experiments import section
+from .experiments import dataset_name, section
 from .profiles import CPU_FILL, NOT_RUN, TABLE1_KS, Params, fits_cpu
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def describe(P: Params, run: Run | None, cfg: RunConfig) -> str:
     """A caption fragment saying what a panel was computed from."""
     if run is None:
         return f"{cfg.label()}: {how_to_fill(P, cfg)}"
-    m = run.meta
+    m, cfg = run.meta, run.config  # a stand-in's own dataset (experiments.get)
     lim = f", first {cfg.limit[0]:,} training images" if cfg.limit else ""
     return (f"{cfg.label()}{lim}; {m['device_name']}; profile {P.profile}; "
             f"code {m['code_version']}; run {run.key}")
@@ -88,11 +88,19 @@ def missing_text(P: Params, cfgs: dict):
 
 
 def sources(P: Params, runs: dict, cfgs: dict) -> str:
-    """Markdown, one sentence per run: what each panel or cell was computed from; the runs not
-    here in one sentence that says how to fill them."""
+    """Markdown, one sentence per run: what each panel or cell was computed from; a stand-in
+    dataset's (experiments.get) named as such; the runs not here in one sentence that says how to
+    fill them."""
+    from .plots import name
     done = [describe(P, runs[key], cfgs[key]) for key in cfgs if runs[key] is not None]
     missing = [cfgs[key] for key in cfgs if runs[key] is None]
     text = ". ".join(done) + ("." if done else "")
+    stood_in = {(cfgs[key].dataset, runs[key].config.dataset) for key in cfgs
+                if runs[key] is not None and runs[key].config.dataset != cfgs[key].dataset}
+    for asked, copy in sorted(stood_in):
+        text += (f" {name(asked)} itself was not run here; where a run on {name(copy)} exists, its panel or "
+                 f"cell shows that run, named as the copy: read it beside the paper's {name(asked)} values as a "
+                 f"run on different images.")
     if missing:
         gpu = [c for c in missing if not fits_cpu(c)]
         text += f" Not run here: {'; '.join(c.label() for c in missing)}."
@@ -110,7 +118,7 @@ def final_accuracy_table(runs: dict, split="test", k=30, metric="l1") -> "pd.Dat
 
     rows = []
     for (m, d), run in runs.items():
-        row = {"model": name(m), "dataset": name(d)}
+        row = {"model": name(m), "dataset": dataset_name(d, run)}
         if run is None:
             row.update({"DNN (%)": NOT_RUN, "k-NN (%)": NOT_RUN, "k-NN − DNN (%)": NOT_RUN})
         else:
@@ -149,24 +157,26 @@ def generalization_table(runs: dict, k=30, metric="l1", wide: bool = False) -> "
     import pandas as pd
     from .plots import name
 
-    rows = []
+    rows, asked = [], []
     for (m, d), rs in runs.items():
-        row = {"model": name(m), "dataset": name(d)}
+        row = {"model": name(m), "dataset": dataset_name(d, rs)}
         single = not isinstance(rs, (list, tuple))
         gaps = [generalization_gaps(r, k, metric) for r in ([rs] if single else rs) if r is not None]
         for i, who in enumerate(("DNN", "k-NN")):
             vals = [g[i] for g in gaps]
             row[who] = NOT_RUN if not vals else f"{vals[0]:.2f}" if single else fmt_spread(vals)
         rows.append(row)
+        asked.append(name(d))
     long = pd.DataFrame(rows).set_index(["model", "dataset"])
     if not wide:
         return long
+    # the paper's layout, a column per dataset asked for; a stand-in's cell names its data
     models = list(dict.fromkeys(r["model"] for r in rows))
-    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     out = pd.DataFrame(index=pd.MultiIndex.from_product([models, ["DNN", "k-NN"]], names=["model", ""]),
-                       columns=pd.Index(datasets, name="dataset"), dtype=object)
-    for (m, d), r in long.iterrows():
-        out.loc[(m, "DNN"), d], out.loc[(m, "k-NN"), d] = r["DNN"], r["k-NN"]
+                       columns=pd.Index(list(dict.fromkeys(asked)), name="dataset"), dtype=object)
+    for r, d in zip(rows, asked):
+        note = "" if r["dataset"] == d else f" ({r['dataset'].split('(', 1)[-1].rstrip(')')})"  # "(JPEG q75 copy)"
+        out.loc[(r["model"], "DNN"), d], out.loc[(r["model"], "k-NN"), d] = r["DNN"] + note, r["k-NN"] + note
     return out.fillna("—")
 
 

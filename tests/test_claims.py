@@ -15,7 +15,7 @@ def test_printed_precision():
     assert Stated("≈ 0.997", "").precision == pytest.approx(0.001)
     assert Stated("≈ 0.8", "").precision == pytest.approx(0.1)
     assert Stated("100", "").precision == pytest.approx(0.5) and Stated("100", "").value == 100.0
-    assert STATED[("mlp640", "mnist", "k-NN − DNN (%)")].value == 4.44
+    assert STATED[("mlp640", "mnist", "|k-NN − DNN| (%)")].value == 4.44
 
 
 def test_numeric_rule():

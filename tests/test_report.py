@@ -48,6 +48,27 @@ def test_accuracy_table_is_the_runs_last_evaluation(runs):
     assert report.me_support(run).startswith(f"ME from {int((dnn != y).sum())} mistakes of 200")
 
 
+def test_a_stand_in_is_found_only_when_the_dataset_was_not_run_and_is_named_as_itself(runs, monkeypatch):
+    # CIFAR-10's JPEG copy stands in for CIFAR-10 (names.STAND_INS); here MNIST-5k stands in for MNIST
+    import dataclasses
+    monkeypatch.setattr(experiments, "STAND_INS", {"mnist": "mnist5k"})
+    monkeypatch.setattr(plots, "STAND_INS", {"mnist": "mnist5k"})
+    P = Params.from_notebook(profile="quick", runs_dir=str(runs[0].path.parent), train_missing=False)
+    asked = dataclasses.replace(runs[0].config, dataset="mnist")
+    got = experiments.get(P, asked)
+    assert got is not None and got.key == runs[0].key
+    assert experiments.dataset_name("mnist", [got]) == plots.name("mnist5k")
+    assert report.final_accuracy_table({("mlp640", "mnist"): got}).index[0] == (plots.name("mlp640"), "MNIST-5k")
+    wide = report.generalization_table({("mlp640", "mnist"): [got]}, wide=True)
+    assert list(wide.columns) == ["MNIST"] and wide.iloc[0, 0].endswith("(n=1) (MNIST-5k)")
+    text = report.sources(P, {("mlp640", "mnist"): got}, {("mlp640", "mnist"): asked})
+    assert got.config.label() in text and "MNIST itself was not run here" in text
+    fig = plots.grid(["mlp640"], ["mnist"], plots.accuracy_panel(), {("mlp640", "mnist"): got})
+    assert fig.axes[0].get_title() == "MNIST-5k — MLP-640"
+    monkeypatch.setattr(experiments, "STAND_INS", {})
+    assert experiments.get(P, asked) is None  # nothing stands in: not run here
+
+
 def test_generalization_tables(runs):
     gaps = [report.generalization_gaps(r) for r in runs]
     r = runs[0]
@@ -120,3 +141,14 @@ def test_train_module_is_seeded_and_resumes_exactly():
     assert np.mean(whole[-4:]) < np.mean(whole[:4])  # it learns
     again = train_module(net(), data, 12, batch=50, device="cpu")
     assert again == whole  # same seed, same numbers
+
+
+def test_pick_shows_different_labels_where_a_case_has_them():
+    import pandas as pd
+    from dnnknn import neighbours
+
+    right, wrong, dis = neighbours.CASES
+    t = pd.DataFrame({"test_index": range(7), "label": [0, 0, 0, 1, 4, 2, 2],
+                      "case": [right, right, right, right, wrong, dis, dis]})
+    chosen = neighbours.pick(t, per_case=2)
+    assert list(chosen.test_index) == [0, 3, 4, 5, 6]  # a second label before a repeat; the recorded order
