@@ -8,10 +8,11 @@ import pytest
 
 from dnnknn import book, experiments
 from dnnknn.errors import ConfigError
+from dnnknn.profiles import Params
 
 from .conftest import ROOT
 
-TINY = {"steps": 10, "eval_every": 5, "n_runs": 2, "random_steps": 10, "random_limit": [300, 200],
+TINY = {"steps": 10, "eval_every": 5, "n_runs": 1, "random_steps": 10, "random_limit": [300, 200],
         "gd_steps": 10, "gd_eval_every": 5, "device": "cpu"}
 
 
@@ -132,11 +133,19 @@ def test_every_notebook_executes_and_the_book_builds(tmp_path, monkeypatch):
     (site / "book" / "_toc.yml").symlink_to(os.readlink(ROOT / "book" / "_toc.yml"))  # as in the repository
     for f in ("intro.md", "favicon.png"):
         shutil.copy(ROOT / "book" / f, site / "book" / f)
-    times, numba_s = book.run_pages(book.PAGES, TINY, jobs=2, book=site / "book")  # as `make book` runs them
-    assert sorted(t["page"] for t in times) == sorted(p[1] for p in book.PAGES) and numba_s >= 0
-    for t in times:  # each page's times; the paper-profile pages read runs and train nothing
+    # Every notebook runs as its quick page, on tiny settings. The paper-profile pages are the same
+    # notebooks reading results/: one of them runs here on the committed runs, the others are built
+    # as committed (`make book` executes them; test_committed_book_pages_record_their_provenance)
+    shutil.copytree(ROOT / "book" / "paper", site / "book" / "paper")
+    reading = "paper/06_generalization_error.ipynb"
+    todo = [(src, page, {**params, **TINY}) for src, page, params in book.PAGES if not page.startswith("paper/")]
+    todo += [(src, page, {**params, "device": "cpu"}) for src, page, params in book.PAGES if page == reading]
+    times, numba_s = book.run_pages(todo, {}, jobs=2, book=site / "book")  # as `make book` runs them
+    assert sorted(t["page"] for t in times) == sorted(p[1] for p in todo) and numba_s >= 0
+    for t in times:  # each page's times; the paper-profile page reads runs and trains nothing
         assert (site / "book" / t["page"]).exists() and 0 < t["cells"] < t["wall"]
         assert t["page"].startswith("paper/") <= (t["train"] == t["knn"] == 0)
+    assert (site / "book" / reading).read_bytes() != (ROOT / "book" / reading).read_bytes()  # executed here
     index = book.build(warnings_as_errors=True, book=site / "book")
     html = index.parent
     for _, page, _ in book.PAGES:
@@ -144,11 +153,18 @@ def test_every_notebook_executes_and_the_book_builds(tmp_path, monkeypatch):
     fig1 = (html / "01_knn_during_training.html").read_text()
     assert "Figure 1" in fig1 and "<img" in fig1 and "mnist5k, SGD 10 steps" in fig1
     side = (html / "09_side_by_side.html").read_text()
-    from dnnknn.profiles import Params
     quick = Params.from_notebook(profile="quick", runs_dir=str(tmp_path / "runs"), **TINY)  # as page 09's P
     run = quick.store().find(experiments.main_config(quick, "mnist5k", "mlp640"))
     r = run.final(split="test", k=30, metric="l1")
     assert f"{100 * abs(r.knn_acc - r.dnn_acc):.2f} (n=1)" in side  # computed from the run, not typed
+    from dnnknn import report
+    paper06 = (html / reading.replace(".ipynb", ".html")).read_text()
+    committed, _ = experiments.main_runs(Params.from_notebook(profile="paper", train_missing=False))
+    assert any(committed.values())
+    for run in filter(None, committed.values()):
+        assert run.key in paper06 and f"{report.generalization_gaps(run)[0]:.2f}" in paper06  # read, not typed
+        if run.config.dataset == "cifar10-jpeg":  # standing in for CIFAR-10, and named as the copy
+            assert "JPEG q75 copy" in paper06
     claims = (html / "claims.html").read_text()
     assert "not run here" in claims and "The rule" in claims
     assert "not run here" in side and "fill_the_missing_runs.html" in side  # one pointer, not a command per row
