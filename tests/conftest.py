@@ -47,11 +47,15 @@ def run_cli(argv, env=None) -> CliResult:
     return CliResult(rc, out.getvalue(), err.getvalue())
 
 
-def copy_tree(dest: Path):
+def copy_tree(dest: Path, numba_cache: bool = False):
     """A checkout's files (tracked, and untracked ones git does not ignore) copied into `dest`: a
-    repository of its own for commands that write into it (book/, results/)."""
+    repository of its own for commands that write into it (book/, results/). numba_cache: with the
+    k-NN kernels numba compiled here (valid there: the sources keep their times), as in a checkout
+    that has run once; without, the first k-NN search there compiles them (~15 s)."""
     files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split("\0")
+    if numba_cache:
+        files += [str(p.relative_to(ROOT)) for ext in ("nbi", "nbc") for p in (ROOT / "dnnknn").glob(f"__pycache__/*.{ext}")]
     for f in filter(None, files):
         src = ROOT / f
         if src.is_file():
