@@ -2,6 +2,7 @@
 
     python benchmarks/suite_time.py --ref 37a5c9e            # the reference, then HEAD
     python benchmarks/suite_time.py --ref 37a5c9e --rev main --repeat 2
+    python benchmarks/suite_time.py --ref 37a5c9e -- -x tests/test_knn.py   # pytest's own options after --
 
 Each clone is made beside this checkout (so that `../shared`, where the tests find the data, is the
 same for both) and removed after; each suite runs with this interpreter and the clone first on
@@ -54,8 +55,9 @@ def main():
                            check=True).stdout.strip() for r in (a.ref, a.rev)]
     print(f"| pair | {revs[0]} (s) | {revs[1]} (s) | ratio | pytest at {revs[0]} | pytest at {revs[1]} |")
     print("|---|---|---|---|---|---|")
-    for i in range(a.repeat):
-        (w0, s0), (w1, s1) = (suite_seconds(r, a.pytest_args) for r in revs)
+    for i in range(a.repeat):  # the order alternates, so that neither is always the one measured second
+        first, second = (suite_seconds(r, a.pytest_args) for r in (revs if i % 2 == 0 else revs[::-1]))
+        (w0, s0), (w1, s1) = (first, second) if i % 2 == 0 else (second, first)
         print(f"| {i + 1} | {w0:.0f} | {w1:.0f} | {w1 / w0:.1%} | {s0} | {s1} |", flush=True)
 
 

@@ -194,9 +194,11 @@ def _calibrate(cfg, data, dev) -> tuple[float, float]:
 def estimate(cfg, data, dev, timed: dict | None = None) -> float:
     """Seconds for a run: training steps plus one embedding of both splits per evaluation, plus
     20% for the k-NN searches and the records, plus a fixed start-up allowance. timed: calibrations
-    already made, by network, precision, batch and image shape (the random-label run of a network
-    costs what its main run does per step)."""
-    what = (cfg.model, cfg.depth, cfg.width, cfg.precision, cfg.batch_size, cfg.optimizer, data.shape, data.num_classes)
+    already made, by network, precision, batch and image shape."""
+    batch = min(cfg.batch_size or len(data.y_train), len(data.y_train))  # as _calibrate times it
+    # not told apart: with or without augmentation (on the device, a small part of a step), so the
+    # random-label run of a network reuses its main run's timing
+    what = (cfg.model, cfg.depth, cfg.width, cfg.precision, batch, data.shape, data.num_classes)
     timed = {} if timed is None else timed
     if what not in timed:
         timed[what] = _calibrate(cfg, data, dev)

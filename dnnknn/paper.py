@@ -146,8 +146,9 @@ def side_by_side(quick: Params, full: Params) -> pd.DataFrame:
 
 def seed_summary(full: Params, dataset: str = "mnist", models=("mlp640", "lenet"), legacy: bool = True) -> pd.DataFrame:
     """Every measure at the end of training (k = 30, L1), mean ± std over the paper profile's
-    seeds, with the paper's value where it states one; with `legacy`, the same for the runs
-    dnnknn 0.2 made (`profiles.LEGACY_VARIANT`) beside them."""
+    seeds, with the paper's value where it states one, and (where a stand-in's runs are among them)
+    the data the runs trained on; with `legacy`, the same for the runs dnnknn 0.2 made
+    (`profiles.LEGACY_VARIANT`) beside them."""
     stated = {(m, q): (st.value, st.text) for m, d, q, st in stated_rows() if d in (dataset, None)}
     for (m, d), (g_dnn, g_knn) in TABLE2.items():
         if d == dataset:
@@ -162,7 +163,7 @@ def seed_summary(full: Params, dataset: str = "mnist", models=("mlp640", "lenet"
                 continue
             vals = [fn(r) for r in runs]
             paper, printed = stated.get((m, q), (None, "—"))
-            row = {"model": name(m), "quantity": q,
+            row = {"model": name(m), "quantity": q, "data": experiments.dataset_name(dataset, runs),
                    "ours (mean ± std)": report.fmt_spread(vals, digits(q)),
                    "paper": printed, "paper value within 2 std": within(paper, vals)}
             if legacy:
@@ -170,7 +171,8 @@ def seed_summary(full: Params, dataset: str = "mnist", models=("mlp640", "lenet"
                 row[f"{LEGACY_VARIANT}: ours"] = report.fmt_spread(olds, digits(q))
                 row[f"{LEGACY_VARIANT}: within 2 std"] = within(paper, olds)
             rows.append(row)
-    return pd.DataFrame(rows).set_index(["model", "quantity"])
+    table = pd.DataFrame(rows).set_index(["model", "quantity"])
+    return table if (table.data != name(dataset)).any() else table.drop(columns="data")  # named where it differs
 
 
 def gap_sign_note(full: Params, model: str = "mlp640") -> str:
@@ -180,18 +182,17 @@ def gap_sign_note(full: Params, model: str = "mlp640") -> str:
         runs = seed_runs(full, model, d)
         if runs:
             mean = report.spread([QUANTITIES["k-NN − DNN (%)"](r) for r in runs])[0]
-            parts.append(f"{'above' if mean > 0 else 'below'} it on {experiments.dataset_name(d, runs)} "
-                         f"({mean:+.2f} points, mean of {len(runs)})")
-    if not parts:
-        return ""
-    return (f"The paper gives {name(model)}'s difference between the k-NN and the DNN without its sign; our k-NN "
-            f"is {' and '.join(parts)}.")
+            side = "above the DNN" if mean > 0 else "below the DNN" if mean < 0 else "level with the DNN"
+            parts.append(f"{side} on {experiments.dataset_name(d, runs)} ({mean:+.2f} points, mean of {len(runs)} "
+                         f"run{'s' * (len(runs) > 1)})")
+    lead = f"The paper gives {name(model)}'s difference between the k-NN and the DNN without its sign"
+    return f"{lead}; our k-NN is {' and '.join(parts)}." if parts else f"{lead}; no run of ours here gives one."
 
 
 def run_costs(full: Params, datasets=("mnist", "cifar10"), models=("mlp640", "lenet")) -> tuple[pd.DataFrame, str]:
     """Each paper-profile main run's cost as its meta.json recorded it: wall time, the part spent
-    evaluating, and the training throughput (steps x batch / training seconds); and the devices
-    the runs were made on, in words."""
+    evaluating, and the training throughput (steps x batch / the rest of the wall time, which also
+    holds start-up and data loading: a lower bound); and the devices the runs were made on, in words."""
     rows, devices = [], set()
     for d in datasets:
         for m in models:
@@ -228,11 +229,12 @@ def table2_side_by_side(quick: Params, full: Params) -> pd.DataFrame:
 
 
 def table1_side_by_side(full: Params) -> pd.DataFrame:
-    runs = {(d, s): experiments.get(full, experiments.main_config(full, d, "wrn", s)) for d in ("cifar10", "cifar100")
-            for s in range(full.n_runs)}
-    ours = report.robustness_table(runs)
-    out = {}
-    for (d, metric), values in TABLE1.items():
-        out[(name(d), metric.upper(), "paper")] = [f"{v:.2f}" for v in values + [TABLE1_DNN[d]]]  # as printed
-        out[(name(d), metric.upper(), "ours")] = list(ours[(name(d), metric.upper())])
-    return pd.DataFrame(out, index=ours.index)
+    out, index = {}, None
+    for d in ("cifar10", "cifar100"):
+        runs = seed_runs(full, "wrn", d)  # a dataset's own runs, else its stand-in's, never both
+        ours = report.robustness_table({(d, r.config.seed): r for r in runs} or {(d, 0): None})
+        index = ours.index
+        for i, metric in enumerate(("l1", "l2")):
+            out[(name(d), metric.upper(), "paper")] = [f"{v:.2f}" for v in TABLE1[(d, metric)] + [TABLE1_DNN[d]]]
+            out[(experiments.dataset_name(d, runs), metric.upper(), "ours")] = list(ours.iloc[:, i])  # as printed
+    return pd.DataFrame(out, index=index)

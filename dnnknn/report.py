@@ -184,19 +184,19 @@ def robustness_table(runs_by_seed: dict, ks=TABLE1_KS) -> "pd.DataFrame":
     """Appendix B, Table 1: final test k-NN accuracy (%) mean ± std over seeds, per k, metric,
     with and without PCA-64, and the DNN's. runs_by_seed: {(dataset, seed): Run or None}."""
     import pandas as pd
-    from .plots import name
 
     datasets = list(dict.fromkeys(d for d, _ in runs_by_seed))
     table = {}
     for d in datasets:
         runs = [r for (dd, _), r in runs_by_seed.items() if dd == d and r is not None]
+        shown = dataset_name(d, runs)
         for metric in ("l1", "l2"):
             col = []
             for k in ks:
                 for pca in (0, 64):
                     col.append(fmt_spread([100 * run.final(metric=metric, k=k, pca=pca).knn_acc for run in runs]))
             col.append(fmt_spread([100 * r.final(split="test").dnn_acc for r in runs]))
-            table[(name(d), metric.upper())] = col
+            table[(shown, metric.upper())] = col
     index = [f"{k}{' + PCA' if p else ''}" for k in ks for p in (0, 64)] + ["DNN accuracy"]
     return pd.DataFrame(table, index=pd.Index(index, name="k"))
 

@@ -27,7 +27,7 @@ def _wait_for(proc, needle: str, timeout: float) -> tuple[bool, list[str], threa
 
 def test_ctrl_c_during_the_book(tmp_path):
     tree = tmp_path / "repo"
-    copy_tree(tree, numba_cache=True)  # the page starts once the k-NN kernels are compiled: they are
+    copy_tree(tree, numba_cache=True)  # the page starts once the k-NN kernels are compiled: with them, at once
     page = tree / "book" / "01_knn_during_training.ipynb"
     before = page.read_bytes()
     env = {**os.environ, "PYTHONPATH": str(tree), "DNNKNN_RUNS": str(tmp_path / "runs"), "TQDM_DISABLE": "1"}

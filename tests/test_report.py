@@ -69,6 +69,28 @@ def test_a_stand_in_is_found_only_when_the_dataset_was_not_run_and_is_named_as_i
     assert experiments.get(P, asked) is None  # nothing stands in: not run here
 
 
+def test_the_dataset_itself_wins_and_is_never_mixed_with_its_stand_in(monkeypatch):
+    # a store holding CIFAR-10 seed 0 and the JPEG copy's seeds 0-2 (no training: find() only)
+    import types
+    P = Params.from_notebook(profile="paper", n_runs=3, train_missing=False)
+    held = {experiments.main_config(P, "cifar10", "mlp640", 0).key("v")}
+    held |= {experiments.main_config(P, "cifar10-jpeg", "mlp640", s).key("v") for s in range(3)}
+
+    class Store:
+        def find(self, cfg):
+            return types.SimpleNamespace(config=cfg) if cfg.key("v") in held else None
+    monkeypatch.setattr(Params, "store", lambda self: Store())
+    assert experiments.get(P, experiments.main_config(P, "cifar10", "mlp640", 0)).config.dataset == "cifar10"
+    assert experiments.get(P, experiments.main_config(P, "cifar10", "mlp640", 1)).config.dataset == "cifar10-jpeg"
+    runs = experiments.seed_runs(P, "mlp640", "cifar10")
+    assert [(r.config.dataset, r.config.seed) for r in runs] == [("cifar10", 0)]  # not the copy's seeds 1, 2
+    held.discard(experiments.main_config(P, "cifar10", "mlp640", 0).key("v"))
+    runs = experiments.seed_runs(P, "mlp640", "cifar10")
+    assert [(r.config.dataset, r.config.seed) for r in runs] == [("cifar10-jpeg", s) for s in range(3)]
+    assert experiments.dataset_name("cifar10", runs) == "CIFAR-10 (JPEG q75 copy)"
+    assert experiments.seed_runs(P, "lenet", "cifar10") == []  # neither: not run here
+
+
 def test_generalization_tables(runs):
     gaps = [report.generalization_gaps(r) for r in runs]
     r = runs[0]
