@@ -58,8 +58,11 @@ def numeric(st: Stated, values, quantity: str, what: str) -> Check:
     held = abs(mean - st.value) <= tol + 1e-12
     d = digits(quantity)
     spread = f"{mean:.{d}f} ± {std:.{d}f}" if n > 1 else f"{mean:.{d}f}"
+    diff, e = abs(mean - st.value), d
+    while f"{diff:.{e}f}" == f"{tol:.{e}f}" and e < d + 4:  # "0.26 > 0.26": digits until they differ
+        e += 1
     return Check(held, f"{what}: {spread} ({n} seed{'s' if n > 1 else ''}) against {st.text}; "
-                       f"|difference| {abs(mean - st.value):.{d}f} {'≤' if held else '>'} {tol:.{d}f}")
+                       f"|difference| {diff:.{e}f} {'≤' if held else '>'} {tol:.{e}f}")
 
 
 def train_flops(cfg) -> float:
