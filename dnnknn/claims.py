@@ -163,10 +163,11 @@ def claims_table(quick: Params, full: Params) -> list[dict]:
         runs = _runs(full, "mlp640", d)
         check = numeric(st, _values(runs, "|k-NN − DNN| (%)"), "|k-NN − DNN| (%)",
                         f"MLP-640 on {dataset_name(d, runs)}, |k-NN − DNN| (%)")
+        signed = _values(runs, "k-NN − DNN (%)")
         if runs:
-            check.evidence += f" (signed, k-NN − DNN: {_fmt(_values(runs, 'k-NN − DNN (%)'), '(%)')})"
+            check.evidence += f" (signed, k-NN − DNN: {_fmt(signed, '(%)')})"
         why = ("The paper gives the difference without its sign, so its size is compared. "
-               if d == "cifar10" and np.mean(_values(runs, "k-NN − DNN (%)") or [0]) < 0 else "")
+               if d == "cifar10" and np.mean(signed or [0]) < 0 else "")
         why += copy_note.strip() if d == "cifar10" else ""
         old = _runs(full, "mlp640", d, "legacy")
         if runs and old:
