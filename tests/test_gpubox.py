@@ -43,7 +43,9 @@ def _gpu_machine_env(tmp_path):
 def test_staged_jobs_run_as_on_a_gpu_machine_and_import(tmp_path):
     tree = tmp_path / "machine" / "repo"  # no ../shared beside it, as on the device
     tree.mkdir(parents=True)
-    copy_tree(tree)
+    # with the k-NN kernels numba compiled here: compiling them in a fresh tree (~15 s) is what the
+    # suite's first k-NN test does on a fresh clone; this test is about staging, budgets and imports
+    copy_tree(tree, numba_cache=True)
     assert not (tree.parent / "shared").exists() and not (tree / ".venv").exists()
     staged = subprocess.run([sys.executable, "-m", "dnnknn", "gpu-stage", "--small", "--data-dir", str(SHARED_DATA)],
                             cwd=tree, capture_output=True, text=True, timeout=300)
