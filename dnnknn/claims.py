@@ -143,19 +143,19 @@ def claims_table(quick: Params, full: Params) -> list[dict]:
         rows.append({"claim": claim, "where": where, "evidence": ev, "verdict": verdict, "why": why})
 
     # 4.1 / Figure 1 --------------------------------------------------------------------------
+    lenets = [(d, runs) for d, runs in (("mnist", mnist["lenet"]), ("cifar10", cifar10["lenet"])) if runs]
+    lenet_note = copy_note if cifar10["lenet"] else ""
     closing = []
-    for m in ("lenet",):
-        runs = mnist[m]
-        if runs:
-            gaps_end = [abs(_at(r, -1).knn_acc - _at(r, -1).dnn_acc) * 100 for r in runs]
-            gaps_early = [abs(_at(r, 1).knn_acc - _at(r, 1).dnn_acc) * 100 for r in runs]
-            held = all(e <= 1.0 and e <= g for e, g in zip(gaps_end, gaps_early))
-            closing.append(Check(held, f"{name(m)} on MNIST, |k-NN − DNN| at the last step "
-                                       f"{_fmt(gaps_end, '(%)')} points, at the first step after 0 {_fmt(gaps_early, '(%)')} "
-                                       f"({_seeds(runs)}; test: ≤ 1 point at the end and no larger than early on)"))
+    for d, runs in lenets:
+        gaps_end = [abs(_at(r, -1).knn_acc - _at(r, -1).dnn_acc) * 100 for r in runs]
+        gaps_early = [abs(_at(r, 1).knn_acc - _at(r, 1).dnn_acc) * 100 for r in runs]
+        held = all(e <= 1.0 and e <= g for e, g in zip(gaps_end, gaps_early))
+        closing.append(Check(held, f"LeNet on {dataset_name(d, runs)}, |k-NN − DNN| at the last step "
+                                   f"{_fmt(gaps_end, '(%)')} points, at the first step after 0 {_fmt(gaps_early, '(%)')} "
+                                   f"({_seeds(runs)}; test: ≤ 1 point at the end and no larger than early on)"))
     add("k-NN test accuracy follows the DNN's through training, the gap closing at the end (Wide-ResNet, LeNet)",
         "section 4.1, Figure 1 (a)–(f)", closing,
-        "LeNet on MNIST is the only setting of the claim a CPU runs at the paper's length.",
+        "LeNet is the only network of the claim a CPU trains at the paper's length." + lenet_note,
         [("wrn", "mnist"), ("wrn", "cifar10"), ("wrn", "cifar100"), ("lenet", "cifar10"), ("lenet", "cifar100")])
 
     for d in ("mnist", "cifar10"):
@@ -180,34 +180,33 @@ def claims_table(quick: Params, full: Params) -> list[dict]:
         add(f"MLP-640's k-NN and DNN test accuracies differ by {st.text}% on {name(d)}", st.where, [check], why,
             [("mlp640", d)])
 
-    start = []
-    step0 = {}
-    for m, runs in mnist.items():
-        if runs:
-            knn0, dnn0 = [100 * _at(r, 0).knn_acc for r in runs], [100 * _at(r, 0).dnn_acc for r in runs]
-            step0[m] = float(np.mean(knn0))
-            start.append(Check(all(k > d for k, d in zip(knn0, dnn0)),
-                               f"{name(m)} on MNIST at step 0: k-NN {_fmt(knn0, '(%)')}, DNN {_fmt(dnn0, '(%)')}"))
-    for m, runs in cifar10.items():
-        if runs:
-            knn0, dnn0 = [100 * _at(r, 0).knn_acc for r in runs], [100 * _at(r, 0).dnn_acc for r in runs]
-            start.append(Check(all(k > d for k, d in zip(knn0, dnn0)),
-                               f"{name(m)} on {dataset_name('cifar10', runs)} at step 0: k-NN {_fmt(knn0, '(%)')}, "
-                               f"DNN {_fmt(dnn0, '(%)')}"))
-    if len(step0) > 1:
-        spread = max(step0.values()) - min(step0.values())
-        start.append(Check(spread <= 5.0, f"the architectures' step-0 k-NN accuracies within {spread:.2f} points "
-                                          f"(test: ≤ 5)"))
+    start, compared = [], []
+    for d, group in (("mnist", mnist), ("cifar10", cifar10)):
+        step0 = {}
+        for m, runs in group.items():
+            if runs:
+                knn0, dnn0 = [100 * _at(r, 0).knn_acc for r in runs], [100 * _at(r, 0).dnn_acc for r in runs]
+                step0[m] = float(np.mean(knn0))
+                start.append(Check(all(a > b for a, b in zip(knn0, dnn0)),
+                                   f"{name(m)} on {dataset_name(d, runs)} at step 0: k-NN {_fmt(knn0, '(%)')}, "
+                                   f"DNN {_fmt(dnn0, '(%)')}"))
+        if len(step0) > 1:
+            spread = max(step0.values()) - min(step0.values())
+            where = dataset_name(d, [r for rs in group.values() for r in rs])
+            compared.append(name(d) if where == name(d) else f"{name(d)}'s copy")
+            start.append(Check(spread <= 5.0, f"on {where}, the architectures' step-0 k-NN accuracies within "
+                                              f"{spread:.2f} points (test: ≤ 5)"))
     add("Before training the k-NN beats the DNN, at roughly the same accuracy for every architecture",
         "section 4.1, Figure 1", start,
         "A k-NN on a random network's embedding is a k-NN on a random projection of the pixels, which "
         "does well on MNIST; the untrained network's softmax is at chance. 'The same accuracy for every "
-        "architecture' is tested where two or more architectures ran on one dataset (MNIST here)." + copy_note,
+        "architecture' is tested where two or more architectures ran on one dataset "
+        f"({' and '.join(compared) or 'none here'})." + copy_note,
         [("wrn", "mnist"), ("wrn", "cifar10"), ("lenet", "cifar10"), ("mlp640", "cifar10")])
 
     # 4.2 / Figure 2 --------------------------------------------------------------------------
     layers = []
-    for r in mnist["lenet"]:
+    for r in (r for _, runs in lenets for r in runs):
         last = r.last_step(split="test", metric="l1", pca=0, k=30)
         order = list(r.config.probe_layers)
         acc = last.set_index("layer").knn_acc.reindex(order).dropna() * 100
@@ -217,14 +216,15 @@ def claims_table(quick: Params, full: Params) -> list[dict]:
         meets = abs(acc.iloc[-1] - dnn) <= 1.0
         drop = "" if rising else (f"; it falls by {-steps.min():.1f} points from {acc.index[int(steps.argmin())]} to "
                                   f"{acc.index[int(steps.argmin()) + 1]}")
-        layers.append(Check(rising and meets, f"LeNet on MNIST, seed {r.config.seed}: k-NN (k = 30) by layer "
+        layers.append(Check(rising and meets, f"LeNet on {name(r.config.dataset)}, seed {r.config.seed}: k-NN (k = 30) by layer "
                                               f"{', '.join(f'{v:.1f}' for v in acc.values)}% ({', '.join(acc.index)}), "
                                               f"DNN {dnn:.1f}%{drop}"))
     add("k-NN accuracy rises with the layer's depth and meets the DNN's at the embedding (Wide-ResNet: MNIST "
         "by unit_2_2, CIFAR by unit_3_2 / unit_3_3)", "section 4.2, Figure 2", layers,
         "Test: no layer more than 0.5 points below the one before it, and the embedding within 1 point of the "
         "DNN. Each 2-D layer is globally average pooled before the k-NN, as in the paper, so a pooling layer can "
-        "read worse than the convolution before it. The Wide-ResNet's layer names are not testable on a CPU.",
+        "read worse than the convolution before it. The Wide-ResNet's layer names are not testable on a CPU."
+        + lenet_note,
         [("wrn", "mnist"), ("wrn", "cifar10"), ("wrn", "cifar100"), ("lenet", "cifar10"), ("lenet", "cifar100")])
 
     # 4.3 / Figures 3, 4 ----------------------------------------------------------------------
@@ -232,10 +232,10 @@ def claims_table(quick: Params, full: Params) -> list[dict]:
                    f"Wide-ResNet on CIFAR-10, {q}") for q in ("MC", "ME")]
     add("MC and ME approach 1 for the Wide-ResNet (CIFAR-10: MC 0.999, ME 0.965)", "section 4.3, Figure 3 (a)–(c)",
         wrn, "", [("wrn", "mnist"), ("wrn", "cifar10"), ("wrn", "cifar100")])
-    lenet = [numeric(STATED[("lenet", None, q)], _values(mnist["lenet"], q), q, f"LeNet on MNIST, {q}")
-             for q in ("MC", "ME")]
+    lenet = [numeric(STATED[("lenet", None, q)], _values(runs, q), q, f"LeNet on {dataset_name(d, runs)}, {q}")
+             for d, runs in lenets or [("mnist", [])] for q in ("MC", "ME")]
     add("For LeNet MC is close to 1 and ME roughly around 0.8", "section 4.3, Figure 3 (d)–(f)", lenet,
-        "The paper gives one ME for LeNet across its three datasets; ours is MNIST's.",
+        "The paper gives one MC and one ME for LeNet across its three datasets; ours are per dataset." + lenet_note,
         [("lenet", "cifar10"), ("lenet", "cifar100")])
     st = STATED[("mlp640", "mnist", "MC")]
     mlp = [numeric(st, _values(mnist["mlp640"], "MC"), "MC", "MLP-640 on MNIST, MC")]
@@ -252,16 +252,18 @@ def claims_table(quick: Params, full: Params) -> list[dict]:
         f"here.{copy_note}", [("mlp640", "cifar10"), ("mlp640", "cifar100")])
 
     grows = []
-    for m, runs in mnist.items():
-        if runs:
-            first, last = [_at(r, 0).P_SAME for r in runs], [_at(r, -1).P_SAME for r in runs]
-            grows.append(Check(all(b > a for a, b in zip(first, last)),
-                               f"{name(m)} on MNIST, P_SAME at step 0 {_fmt(first, 'P')}, at the end {_fmt(last, 'P')}"))
+    for d, group in (("mnist", mnist), ("cifar10", cifar10)):
+        for m, runs in group.items():
+            if runs:
+                first, last = [_at(r, 0).P_SAME for r in runs], [_at(r, -1).P_SAME for r in runs]
+                grows.append(Check(all(b > a for a, b in zip(first, last)),
+                                   f"{name(m)} on {dataset_name(d, runs)}, P_SAME at step 0 {_fmt(first, 'P')}, at "
+                                   f"the end {_fmt(last, 'P')}"))
     for d in ("mnist", "cifar10", "cifar100"):
         grows.append(numeric(STATED[("wrn", d, "P_SAME")], _values(_runs(full, "wrn", d), "P_SAME"), "P_SAME",
                              f"Wide-ResNet on {name(d)}, P_SAME"))
     add("P_SAME grows during training; for the Wide-ResNet it ends at 0.9998 / 0.9971 / 0.981 (MNIST / "
-        "CIFAR-10 / CIFAR-100)", "section 4.3, Figure 4", grows, "",
+        "CIFAR-10 / CIFAR-100)", "section 4.3, Figure 4", grows, copy_note.strip(),
         [("wrn", "mnist"), ("wrn", "cifar10"), ("wrn", "cifar100")])
 
     # 4.4 / Figure 5, appendix E / Figure 8 ------------------------------------------------------
