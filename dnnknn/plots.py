@@ -62,8 +62,9 @@ def grid(rows, cols, panel, runs: dict, height=2.6, width=None, sharey=True, leg
                 text = (missing(r, c) if missing else NOT_RUN).replace("`", "")
                 ax.text(0.5, 0.5, textwrap.fill(text, 34), ha="center", va="center", transform=ax.transAxes,
                         color="dimgrey", fontsize=8, wrap=True)
-                ax.set_xticks([])
-                ax.set_yticks([])  # the text stays clear of tick labels
+                # the text stays clear of ticks; hidden, not removed: set_yticks([]) on an axis
+                # shared with drawn panels (sharey) would take their ticks and grid lines too
+                ax.tick_params(left=False, bottom=False, labelleft=False, labelbottom=False)
                 ax.grid(False)
             else:
                 panel(ax, run, r, c)

@@ -142,6 +142,10 @@ def test_panels_draw_the_runs_numbers_and_name_a_missing_one(runs):
     np.testing.assert_allclose(knn.get_ydata(), 100 * t.knn_acc.values)
     assert list(dnn.get_xdata()) == [0, 3, 6] and ax.get_xlabel() == "training step"
     assert [tx.get_text() for tx in empty.texts] == [f"{NOT_RUN}: lenet"]
+    fig.canvas.draw()  # the drawn panel keeps its y ticks, labels and grid though the empty one shares its y axis
+    assert len(ax.get_yticks()) > 2 and any(t.get_text() for t in ax.get_yticklabels())
+    assert any(line.get_visible() for line in ax.yaxis.get_gridlines())
+    assert not any(t.get_visible() and t.get_text() for t in empty.get_yticklabels())
     import matplotlib.pyplot as plt
     plt.close(fig)
 
