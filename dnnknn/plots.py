@@ -9,7 +9,7 @@ import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
-from cycler import cycler
+from matplotlib import cycler
 
 from .names import STAND_INS
 from .profiles import NOT_RUN
