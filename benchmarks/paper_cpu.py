@@ -8,7 +8,7 @@ the JPEG copy of CIFAR-10 instead: 50,000 steps each.
 
 Runs already in the store or in results/ are not trained again: to time the whole half, give an
 empty --runs-dir and run it from a checkout whose results/ lacks these runs (a clone with
-`rm -r results/*`). Prints each run's seconds and the total; the finished runs can then be
+`rm -r results/*`; `benchmarks/cpu_half_time.py --ref REV` does that for two commits). Prints each run's seconds and the total; the finished runs can then be
 copied into results/ with `python -m dnnknn export KEY --runs-dir ...`.
 """
 from __future__ import annotations
@@ -16,8 +16,12 @@ from __future__ import annotations
 import argparse
 import time
 
-from dnnknn.experiments import grid_configs
 from dnnknn.profiles import Params
+
+try:
+    from dnnknn.experiments import grid_configs
+except ImportError:  # before 93f29fc it lived in dnnknn.grid: cpu_half_time.py runs this script at older commits
+    from dnnknn.grid import grid_configs
 
 
 def main():

@@ -14,34 +14,26 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from clones import clone_at, short
 
 
 def suite_seconds(rev: str, pytest_args: list[str]) -> tuple[float, str]:
     """(wall seconds, pytest's summary line) of the suite at `rev`, in a fresh clone."""
-    clone = Path(tempfile.mkdtemp(prefix=".suite-time-", dir=ROOT.parent))  # beside this checkout
-    try:
-        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-        subprocess.run(["git", "-C", str(clone), "checkout", "-q", rev], check=True)
+    with clone_at(rev, prefix=".suite-time-") as clone:
         env = {**os.environ, "PYTHONPATH": str(clone)}
         t = time.time()
         r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args],
                            cwd=clone, env=env, capture_output=True, text=True)
         wall = time.time() - t
-        summary = next((ln for ln in reversed(r.stdout.splitlines()) if re.search(r"\d+ (passed|failed)", ln)),
-                       r.stdout[-300:])
-        if r.returncode != 0:
-            print(r.stdout[-3000:], file=sys.stderr)
-        return wall, summary.strip("= ")
-    finally:
-        shutil.rmtree(clone, ignore_errors=True)
+    summary = next((ln for ln in reversed(r.stdout.splitlines()) if re.search(r"\d+ (passed|failed)", ln)),
+                   r.stdout[-300:])
+    if r.returncode != 0:
+        print(r.stdout[-3000:], file=sys.stderr)
+    return wall, summary.strip("= ")
 
 
 def main():
@@ -51,8 +43,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=1, help="pairs to measure, one after another")
     ap.add_argument("pytest_args", nargs="*", help="passed to pytest (default: the whole suite)")
     a = ap.parse_args()
-    revs = [subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", r], capture_output=True, text=True,
-                           check=True).stdout.strip() for r in (a.ref, a.rev)]
+    revs = [short(r) for r in (a.ref, a.rev)]
     print(f"| pair | {revs[0]} (s) | {revs[1]} (s) | ratio | pytest at {revs[0]} | pytest at {revs[1]} |")
     print("|---|---|---|---|---|---|")
     for i in range(a.repeat):  # the order alternates, so that neither is always the one measured second
