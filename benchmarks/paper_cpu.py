@@ -8,8 +8,9 @@ the JPEG copy of CIFAR-10 instead: 50,000 steps each.
 
 Runs already in the store or in results/ are not trained again: to time the whole half, give an
 empty --runs-dir and run it from a checkout whose results/ lacks these runs (a clone with
-`rm -r results/*`; `benchmarks/cpu_half_time.py --ref REV` does that for two commits). Prints each run's seconds and the total; the finished runs can then be
-copied into results/ with `python -m dnnknn export KEY --runs-dir ...`.
+`rm -r results/*`; `benchmarks/cpu_half_time.py --ref REV` does that at two commits). Prints each
+run's seconds and the total; the finished runs can then be copied into results/ with
+`python -m dnnknn export KEY --runs-dir ...`.
 """
 from __future__ import annotations
 

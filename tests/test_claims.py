@@ -65,3 +65,20 @@ def test_random_labels_train_without_augmentation_by_default():
     assert RunConfig(labels="random").resolve().pad_fill is None
     assert RunConfig(labels="random", augment=True).resolve().augment is True
     assert RunConfig().resolve().augment is True
+
+
+def test_a_gap_that_does_not_close_is_described_from_the_runs():
+    import pandas as pd
+
+    class Fake:  # a run's test curve: k-NN and DNN accuracy by step
+        def __init__(self, knn, dnn):
+            self.t = pd.DataFrame({"step": [0, 10, 20, 30, 40], "knn_acc": knn, "dnn_acc": dnn})
+
+        def table(self, split, k, metric):
+            return self.t
+
+    below = Fake([0.5, 0.80, 0.810, 0.815, 0.818], [0.1, 0.79, 0.822, 0.828, 0.830])
+    assert claims._late_gap([below]) == "1.2 to 1.3 points below its DNN at every evaluation from step 20 on"
+    above = Fake([0.5, 0.80, 0.83, 0.84, 0.85], [0.1, 0.79, 0.82, 0.82, 0.82])
+    assert claims._late_gap([above]).startswith("1.0 to 3.0 points above")
+    assert claims._late_gap([above, below]) is None  # the sign changes between runs: no one side to name
