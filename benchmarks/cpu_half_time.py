@@ -1,17 +1,20 @@
 """Wall time of the paper profile's CPU half at two commits, back to back, each in a fresh clone
 with an empty results/ and an empty run store, and their ratio.
 
-    python benchmarks/cpu_half_time.py --ref 37a5c9e            # the reference, then HEAD (~2.5 h on 2 cores)
+    python benchmarks/cpu_half_time.py --ref 37a5c9e            # the reference, then HEAD (~3 h on 2 cores)
     python benchmarks/cpu_half_time.py --ref 37a5c9e -- --n-runs 1 --models mlp640 --sections main   # a subset
 
 Both commits are driven by this checkout's `benchmarks/paper_cpu.py` (options after `--` go to it), so
-the same runs are asked of each: the commit only decides how they are trained and searched. Each run's
-line is printed as it finishes. Run it on an otherwise idle machine.
+each is asked for the same list of runs (datasets x models x seeds, the GD run) and trains and searches
+them with its own settings. Each run's line is printed as it finishes. Run it on an otherwise idle
+machine; a clone left behind by a killed run is a `.cpu-half-*` folder beside the checkout.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -27,20 +30,21 @@ def cpu_half(rev: str, data_dir: str, args: list[str]) -> tuple[float, list[str]
     with clone_at(rev, prefix=".cpu-half-") as clone:
         for p in (clone / "results").iterdir():  # nothing to read: every run is trained
             if p.is_dir():
-                subprocess.run(["rm", "-r", str(p)], check=True)
+                shutil.rmtree(p)
         env = {**os.environ, "PYTHONPATH": str(clone)}
         cmd = [sys.executable, str(PAPER_CPU), "--runs-dir", str(clone / "runs"), "--data-dir", data_dir, *args]
         t = time.time()
-        lines = []
+        lines, tail = [], collections.deque(maxlen=30)  # the last lines, shown if it fails
         with subprocess.Popen(cmd, cwd=clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) as proc:
             for ln in proc.stdout:
+                tail.append(ln)
                 if ln.startswith(("RUN ", "total:")):
                     print(f"  {rev}: {ln.rstrip()}", flush=True)
                     lines.append(ln.rstrip())
         wall = time.time() - t
         if proc.returncode != 0:
-            raise SystemExit(f"paper_cpu.py failed at {rev} (exit {proc.returncode})")
+            raise SystemExit("".join(tail) + f"paper_cpu.py failed at {rev} (exit {proc.returncode})")
     return wall, lines
 
 
