@@ -382,8 +382,8 @@ def claims_table(quick: Params, full: Params) -> list[dict]:
                 f"weights (the rate {rate:g} squared, as their `lib/models/{AUTHORS_MODEL_FILE[c.model]}` applies it "
                 f"at 48646ef); a penalty at the rate the paper prints, {1 / rate:.0f} times stronger, may be what "
                 f"held the paper's training set back. Not run here: `python -m dnnknn train "
-                f"--dataset {c.dataset} --model {c.model} --steps {c.steps} --eval-every {c.steps // 20} "
-                f"--weight-decay-rule paper-text` would test it, about as long as this run "
+                f"--dataset {c.dataset} --model {c.model} --steps {c.steps} --eval-every {c.steps // 20} --eval-train "
+                f"--train-eval-steps {c.steps} --weight-decay-rule paper-text` would test it, about as long as this run "
                 f"({duration(runs[0].meta['wall_time_s'])} recorded, on {runs[0].meta['device_name']}).")
     if cifar_gaps:
         why += copy_note
