@@ -65,6 +65,24 @@ def gd_config(P: Params) -> RunConfig:
                      precision=P.train_precision)
 
 
+def weight_decay_config(P: Params, dataset: str, model: str, seed: int = 0) -> RunConfig:
+    """Table 2's test of the weight decay: the main run's schedule with the rate the paper prints
+    applied as printed (`weight_decay_rule="paper-text"`, not the authors' rate squared); the
+    curves' space at every 1/20 of the steps and the training set at the last step. It is the run
+    `weight_decay_command` names, read when the store or results/ holds it, never trained here."""
+    steps = P.steps_for(dataset)
+    return RunConfig(dataset=dataset, model=model, steps=steps, weight_decay_rule="paper-text",
+                     eval_steps=eval_schedule(steps, steps // 20), eval_train=True, train_eval_steps=(steps,),
+                     seed=seed, device=P.device_type, precision=P.train_precision)
+
+
+def weight_decay_command(cfg: RunConfig) -> str:
+    """The train command of a `weight_decay_config` run."""
+    return (f"python -m dnnknn train --dataset {cfg.dataset} --model {cfg.model} --steps {cfg.steps} "
+            f"--eval-every {cfg.steps // 20} --eval-train --train-eval-steps {cfg.steps} "
+            f"--weight-decay-rule paper-text" + (f" --seed {cfg.seed}" if cfg.seed else ""))
+
+
 def feasible_here(P: Params, cfg: RunConfig) -> bool:
     """Whether this profile trains `cfg` when it is missing from the store."""
     if P.train_missing is not None:

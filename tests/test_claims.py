@@ -82,3 +82,38 @@ def test_a_gap_that_does_not_close_is_described_from_the_runs():
     above = Fake([0.5, 0.80, 0.83, 0.84, 0.85], [0.1, 0.79, 0.82, 0.82, 0.82])
     assert claims._late_gap([above]).startswith("1.0 to 3.0 points above")
     assert claims._late_gap([above, below]) is None  # the sign changes between runs: no one side to name
+
+
+def test_the_weight_decay_run_is_read_and_judged_against_table_2():
+    import pandas as pd
+
+    class Fake:  # a run's final accuracies, (DNN, k-NN) on each split
+        def __init__(self, train, test, key="k"):
+            self.acc, self.key = {"train": train, "test": test}, key
+            self.meta = {"wall_time_s": 7200.0, "device_name": "cpu (x86_64, 2 cores)"}
+
+        def final(self, split, k, metric):
+            return pd.Series({"dnn_acc": self.acc[split][0], "knn_acc": self.acc[split][1]})
+
+    authors = [Fake((0.999, 0.999), (0.83, 0.82))]  # gaps 16.9 / 17.9
+    table2 = (6.8, 7.9)
+    assert "Not run here: `CMD`" in claims._weight_decay_test(None, authors, table2, "CMD")
+    agree = claims._weight_decay_test(Fake((0.80, 0.80), (0.732, 0.721), key="wd"), authors, table2, "CMD")
+    assert "wd" in agree and "DNN 6.80 and k-NN 7.90" in agree and "Both agree" in agree
+    assert "80.00 on the training set and 73.20 on the test set, against 83.00" in agree
+    part = claims._weight_decay_test(Fake((0.90, 0.90), (0.80, 0.79)), authors, table2, "CMD")
+    assert "DNN 10.00 and k-NN 11.00" in part and "explains part" in part
+    worse = claims._weight_decay_test(Fake((1.0, 1.0), (0.80, 0.79)), authors, table2, "CMD")
+    assert "does not explain" in worse
+
+
+def test_the_weight_decay_command_trains_the_run_the_claims_page_reads():
+    from dnnknn import __version__, experiments
+    from dnnknn.cli import config_from_args, parser
+    from dnnknn.profiles import Params
+
+    P = Params.from_notebook(profile="paper", train_missing=False)
+    cfg = experiments.weight_decay_config(P, "cifar10-jpeg", "lenet", seed=1)
+    args = parser().parse_args(experiments.weight_decay_command(cfg).split()[3:] + ["--device", "cpu"])
+    assert config_from_args(args).key(__version__) == cfg.key(__version__)
+    assert cfg.resolve().weight_decay_rule == "paper-text" and cfg.resolve().eval_train
