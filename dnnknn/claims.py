@@ -151,14 +151,13 @@ def _weight_decay_test(wd, runs, paper: tuple[float, float], command: str) -> st
     acc = {s: 100 * wd.final(split=s, k=30, metric="l1").dnn_acc for s in ("train", "test")}
     test0 = [100 * r.final(split="test", k=30, metric="l1").dnn_acc for r in runs]
     if all(ch.held for ch in checks):
-        verdict = ("Both agree with Table 2 by the rule above, so the weight decay accounts for the "
-                   "difference: the paper's numbers fit a penalty at the printed rate, not the authors' code's square of it.")
+        verdict = ("Both agree with Table 2 by the rule above: the penalty at the printed rate gives the "
+                   "paper's generalisation errors.")
     elif closer:
         verdict = ("The printed rate brings both closer to Table 2's, but not within the rule above: the weight "
-                   "decay explains part of the difference.")
+                   "decay explains part of the difference at most.")
     else:
-        verdict = ("The printed rate does not bring them closer to Table 2's, so the weight decay does not "
-                   "explain the difference.")
+        verdict = "The printed rate does not bring them closer to Table 2's: the weight decay does not explain the difference."
     return (f" A run with the rate the paper prints tests it (`{command}`, one seed, run {wd.key}, "
             f"{duration(wd.meta['wall_time_s'])} on {wd.meta['device_name']}): its DNN accuracy (%) is "
             f"{acc['train']:.2f} on the training set and {acc['test']:.2f} on the test set, against "
