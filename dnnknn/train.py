@@ -136,6 +136,26 @@ def batch_at(data: Dataset, order: "EpochOrder", step: int, device=None):
     return x, y, black
 
 
+FLUSH_EVERY = 100  # steps between flush_subnormal calls on a CPU: a flush costs ~16% of a LeNet step
+
+
+@torch.no_grad()
+def flush_subnormal(opt: torch.optim.Optimizer):
+    """Set the weights and optimiser state below float32's smallest normal number (1.2e-38) to zero.
+    A strong weight decay shrinks a dead unit's weights geometrically until they are subnormal, and
+    x86 CPUs compute with subnormal numbers in microcode: LeNet at the paper's printed CIFAR-10 rate
+    fell from about 5 to 0.6 steps/s by step 10,000 (`benchmarks/denormals.py` makes that state).
+    `fit` calls it every FLUSH_EVERY steps on a CPU: a weight that shrinks by 1.6% a step takes a
+    thousand steps to cross the subnormal range (1.2e-38 to 1.4e-45, a factor of 10^7). `torch.set_flush_denormal` would
+    not do: it sets the calling thread only, not torch's workers."""
+    tiny = torch.finfo(torch.float32).tiny
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for t in (p, *opt.state.get(p, {}).values()):
+                if torch.is_tensor(t) and t.is_floating_point() and t.dim() > 0:
+                    t.masked_fill_(t.abs() < tiny, 0.0)
+
+
 def train_step(model, opt, x, y, lr: float | None = None, gen: torch.Generator | None = None, *,
                flip: bool = False, black=None, precision: str = "fp32", fmt=torch.contiguous_format) -> torch.Tensor:
     """One optimiser step on the batch (x, y): the batch augmentation when `gen` is given (padding with
@@ -351,6 +371,8 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
             gen = _step_generator(dev, cfg.seed, 2, step) if cfg.augment else None
             loss_v = train_step(model, opt, x, y, lr, gen, flip=data.flip, fmt=fmt, precision=cfg.precision,
                                 black=None if cfg.pad_fill == "zero" else black).item()
+            if dev.type == "cpu" and (step + 1) % FLUSH_EVERY == 0:
+                flush_subnormal(opt)
             if not math.isfinite(loss_v):
                 raise TrainingDiverged(
                     f"the loss became {loss_v} at step {step + 1} of {cfg.label()} (lr {lr:g}); "

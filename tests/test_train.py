@@ -237,3 +237,30 @@ def test_bf16_and_fp32_training_agree_within_noise(tmp_path):
     assert acc["fp32"].dnn_acc > 0.6  # it learned something
     assert abs(acc["fp32"].dnn_acc - acc["bf16"].dnn_acc) < 0.05
     assert abs(acc["fp32"].knn_acc - acc["bf16"].knn_acc) < 0.05
+
+
+def test_subnormal_weights_and_momenta_are_flushed_and_nothing_else():
+    from dnnknn.train import flush_subnormal
+
+    p = torch.nn.Parameter(torch.tensor([1e-40, -1e-39, 1e-37, -0.5, 0.0]))
+    opt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
+    p.grad = torch.tensor([1e-41, 0.0, 1.0, 1.0, 1.0])
+    opt.step()  # the momentum buffer holds the gradient: subnormal in its first entry
+    before = p.detach().clone()
+    flush_subnormal(opt)
+    tiny = torch.finfo(torch.float32).tiny
+    assert p[0] == 0 and p[1] == 0 and torch.equal(p[2:], before[2:])  # 1e-37 - 0.1 is normal: kept
+    buf = opt.state[p]["momentum_buffer"]
+    assert buf[0] == 0 and torch.equal(buf[2:], torch.ones(3))
+    assert not ((p.abs() > 0) & (p.abs() < tiny)).any()
+
+
+def test_fit_flushes_subnormal_weights_every_flush_every_steps_on_a_cpu(tmp_path, monkeypatch):
+    import dnnknn.train as train
+
+    calls = []
+    monkeypatch.setattr(train, "FLUSH_EVERY", 3)
+    monkeypatch.setattr(train, "flush_subnormal", lambda opt: calls.append(opt))
+    RunStore(tmp_path).get(RunConfig(dataset="mnist5k", steps=7, eval_steps=(0, 7), limit=(200, 100),
+                                     device="cpu"), progress=False)
+    assert len(calls) == 2  # after steps 3 and 6
