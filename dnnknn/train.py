@@ -136,7 +136,7 @@ def batch_at(data: Dataset, order: "EpochOrder", step: int, device=None):
     return x, y, black
 
 
-FLUSH_EVERY = 100  # steps between flush_subnormal calls on a CPU: a flush costs ~16% of a LeNet step
+FLUSH_EVERY = 100  # steps between flush_subnormal calls on a CPU (one flush: ~16% of a LeNet step)
 
 
 @torch.no_grad()
@@ -146,8 +146,8 @@ def flush_subnormal(opt: torch.optim.Optimizer):
     x86 CPUs compute with subnormal numbers in microcode: LeNet at the paper's printed CIFAR-10 rate
     fell from about 5 to 0.6 steps/s by step 10,000 (`benchmarks/denormals.py` makes that state).
     `fit` calls it every FLUSH_EVERY steps on a CPU: a weight that shrinks by 1.6% a step takes a
-    thousand steps to cross the subnormal range (1.2e-38 to 1.4e-45, a factor of 10^7). `torch.set_flush_denormal` would
-    not do: it sets the calling thread only, not torch's workers."""
+    thousand steps to cross the subnormal range (1.2e-38 to 1.4e-45, a factor of 10^7).
+    `torch.set_flush_denormal` would not do: it sets the calling thread only, not torch's workers."""
     tiny = torch.finfo(torch.float32).tiny
     for group in opt.param_groups:
         for p in group["params"]:
