@@ -17,22 +17,19 @@ import argparse
 import time
 
 import torch
-import torch.nn.functional as F
 
 from dnnknn import RunConfig
 from dnnknn.models import build_model
-from dnnknn.train import FLUSH_EVERY, flush_subnormal, make_optimizer
+from dnnknn.train import FLUSH_EVERY, flush_subnormal, make_optimizer, train_step
 
 
 def steps_per_second(model, opt, x, y, n: int, flush: bool) -> float:
-    """Training steps per second, with or without `train.fit`'s flush every FLUSH_EVERY steps (the
+    """Steps per second of `train.train_step`, with or without `train.fit`'s flush every FLUSH_EVERY steps (the
     first at the first warm-up step)."""
     for i in range(n + 2):  # two warm-up steps
         if i == 2:
             t = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
+        train_step(model, opt, x, y)
         if flush and i % FLUSH_EVERY == 0:
             flush_subnormal(opt)
     return n / (time.perf_counter() - t)

@@ -161,8 +161,8 @@ def train_step(model, opt, x, y, lr: float | None = None, gen: torch.Generator |
     """One optimiser step on the batch (x, y): the batch augmentation when `gen` is given (padding with
     `black`, the images' black levels, or zeros), forward under `precision`'s autocast, cross-entropy,
     backward, update; `lr` sets every group's rate first. The one training step of `fit`,
-    `train_module`, the GPU box's calibration and benchmarks/train.py. Returns the loss as a 0-d
-    tensor (reading it waits for the device)."""
+    `train_module`, the GPU box's calibration, benchmarks/train.py and benchmarks/denormals.py.
+    Returns the loss as a 0-d tensor (reading it waits for the device)."""
     if gen is not None:
         x = augment(x, flip, gen, black=black)
     x = x.contiguous(memory_format=fmt)
