@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import atomic
 from .errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,8 +105,8 @@ def execute(source: str, page: str, parameters: dict, cwd: Path = ROOT, book: Pa
         dev = str(resolve_device(parameters.get("device", "auto")))
         nb["metadata"]["dnnknn"] = {"code_version": code_version(), "device": device_name(dev),
                                     "wall_time_s": round(wall, 1), "source": f"notebooks/{source}"}
-        Path(tmp).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
-        os.replace(tmp, out)
+        atomic.write_text(out, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        Path(tmp).unlink()
         cells = sum(c["metadata"].get("papermill", {}).get("duration") or 0 for c in nb["cells"])
         return {"wall": wall, "cells": cells}
     except BaseException:

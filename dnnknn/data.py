@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import atomic
 from .errors import ConfigError, DataNotFoundError
 
-from .names import DATASETS, TORCHVISION_DATASETS
+from .names import DATASETS, PIXELS, TORCHVISION_DATASETS
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Dataset:
     flip: bool  # random horizontal flips in augmentation (CIFAR-like data)
     labels: str = "true"  # "true" or "random"
     black_train: torch.Tensor | None = None  # (N,) a black pixel's standardised value per training image
+    pixels: str = "standardised"  # or "raw": 0..255 as floats, black is 0 (names.PIXELS)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -54,7 +56,7 @@ class Dataset:
         return Dataset(self.name, self.x_train.to(device), self.y_train.to(device),
                        self.x_test.to(device), self.y_test.to(device),
                        self.num_classes, self.flip, self.labels,
-                       None if self.black_train is None else self.black_train.to(device))
+                       None if self.black_train is None else self.black_train.to(device), self.pixels)
 
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}, train={tuple(self.x_train.shape)}, "
@@ -122,11 +124,14 @@ def random_labels(num_train: int, num_test: int, num_classes: int, seed: int):
             torch.randint(0, num_classes, (num_test,), generator=g))
 
 
-def _from_uint8(x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def _from_uint8(x: np.ndarray, pixels: str = "standardised") -> tuple[torch.Tensor, torch.Tensor | None]:
     """(N, H, W) or (N, H, W, C) pixels 0..255 -> standardised (N, C, H, W) float32, and (N,) the
-    standardised value of a black pixel (0) in each image."""
+    standardised value of a black pixel (0) in each image. pixels="raw": the 0..255 values as
+    float32, and None (black is 0, which the augmentation's padding already is)."""
     t = torch.as_tensor(np.ascontiguousarray(x))
     t = (t[:, None] if t.ndim == 3 else t.permute(0, 3, 1, 2)).float().contiguous()
+    if pixels == "raw":
+        return t, None
     c, mean, std = _centred(t)
     return c.div_(std).reshape(t.shape), (-mean / std).reshape(-1)
 
@@ -299,14 +304,21 @@ def pack_dataset(name: str, root, out, limit: tuple[int, int] | None = None) -> 
 
 
 def _pack(name: str, root: Path, out: Path, limit) -> Path:
-    tmp = out.with_name(out.name + ".tmp.npz")
+    if name not in ("mnist", "cifar10-jpeg"):
+        raise ConfigError(f"only 'mnist' and 'cifar10-jpeg' can be packed, got {name!r}")
+    with atomic.open_temp(out) as tmp:  # np.savez_compressed writes into the open file
+        _pack_into(tmp, name, root, limit)
+    return out
+
+
+def _pack_into(tmp, name: str, root: Path, limit):
     if name == "mnist":
         xtr, ytr, xte, yte, nc = _torchvision("mnist", root, download=False)
         if limit:
             xtr, ytr, xte, yte = xtr[:limit[0]], ytr[:limit[0]], xte[:limit[1]], yte[:limit[1]]
         np.savez_compressed(tmp, kind="pixels", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte, classes=nc,
                             limit=np.array(limit or (0, 0)))
-    elif name == "cifar10-jpeg":
+    else:
         folder = root / "cifar10-jpeg"
         files = _imagefolder_files(folder)
         classes = sorted(d.name for d in (folder / "train").iterdir() if d.is_dir())
@@ -327,10 +339,6 @@ def _pack(name: str, root: Path, out: Path, limit) -> Path:
         # compressed: the JPEGs' repeated headers (quantisation and Huffman tables) shrink 3x
         np.savez_compressed(tmp, kind="jpeg", classes=len(classes), pixels_sha256=_pixels_hash(xtr, xte),
                             limit=np.array(limit or (0, 0)), **arrays)
-    else:
-        raise ConfigError(f"only 'mnist' and 'cifar10-jpeg' can be packed, got {name!r}")
-    os.replace(tmp, out)
-    return out
 
 
 def _decode_jpegs(z, split: str) -> np.ndarray:
@@ -373,17 +381,20 @@ def _read_pack(path: Path, limit) -> tuple:
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, labels: str = "true",
-                 label_seed: int = 0, download: bool = True, limit: tuple[int, int] | None = None
-                 ) -> Dataset:
+                 label_seed: int = 0, download: bool = True, limit: tuple[int, int] | None = None,
+                 pixels: str = "standardised") -> Dataset:
     """Load a dataset as standardised CPU tensors (move it with `.to(device)`).
 
     labels: "true", or "random" for uniformly random training and test labels drawn once from
-    `label_seed`. limit: optional (n_train, n_test) to keep only the first images (for tests)."""
+    `label_seed`. limit: optional (n_train, n_test) to keep only the first images (for tests).
+    pixels: "standardised", or "raw" for the 0..255 values as floats (names.PIXELS)."""
     if not isinstance(name, str):
         raise ConfigError(f"dataset must be a string, got {type(name).__name__}; "
                           f"choose one of {', '.join(DATASETS)}")
     if labels not in ("true", "random"):
         raise ConfigError(f"labels must be 'true' or 'random', got {labels!r}")
+    if pixels not in PIXELS:
+        raise ConfigError(f"pixels must be one of {PIXELS}, got {pixels!r}")
     given = root or os.environ.get("DNNKNN_DATA")
     root = Path(root).expanduser() if root else default_data_dir()
     if given and root.exists() and not root.is_dir():
@@ -414,10 +425,10 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, labels: str =
     if xtr.shape[1:] != xte.shape[1:]:
         raise ConfigError(f"{name}: the training images are {_size(xtr)} and the test images {_size(xte)}; "
                           f"a network takes one size: resize one of the splits")
-    (x_train, black_train), (x_test, _) = _from_uint8(xtr), _from_uint8(xte)
+    (x_train, black_train), (x_test, _) = _from_uint8(xtr, pixels), _from_uint8(xte, pixels)
     y_train = torch.as_tensor(np.asarray(ytr), dtype=torch.int64)
     y_test = torch.as_tensor(np.asarray(yte), dtype=torch.int64)
     if labels == "random":
         y_train, y_test = random_labels(len(y_train), len(y_test), nc, label_seed)
     return Dataset(name, x_train, y_train, x_test, y_test, nc, flip=x_train.shape[1] == 3,
-                   labels=labels, black_train=black_train)
+                   labels=labels, black_train=black_train, pixels=pixels)

@@ -15,3 +15,7 @@ class DataNotFoundError(DnnKnnError, FileNotFoundError):
 
 class TrainingDiverged(DnnKnnError, FloatingPointError):
     """The loss became NaN or infinite."""
+
+
+class UnsafeCheckpoint(DnnKnnError, PermissionError):
+    """A checkpoint in a folder that another user owns or can write to: never resumed from."""

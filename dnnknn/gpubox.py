@@ -263,10 +263,10 @@ def _run_job(job, data_dir, out, small, device, budget, runs_dir, limits=(OUT_FI
             say(f"| {name} | {' '.join(Path(w).name for w in what[1:])} | | | {est:.0f} (allowance) |")
         else:
             cfg = what.resolve()
-            key = (cfg.dataset, cfg.labels, cfg.limit)
+            key = (cfg.dataset, cfg.labels, cfg.limit, cfg.pixels)
             if key not in datasets:
                 datasets[key] = load_dataset(cfg.dataset, data_dir, labels=cfg.labels, label_seed=cfg.label_seed,
-                                             limit=cfg.limit)
+                                             limit=cfg.limit, pixels=cfg.pixels)
             est = estimate(cfg, datasets[key], dev, timed)
             say(f"| {name} | {cfg.label()} | {cfg.steps:,} | {len(cfg.eval_steps)} | {est:.0f} |")
         plan.append((name, what, est))
@@ -326,12 +326,12 @@ def write_archive(runs, path: Path):
     """The runs' compact records (no checkpoints), each under its key, in one tar.gz."""
     from .runs import MANIFEST, RUN_FILES
 
-    tmp = path.with_name(path.name + ".tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
+    from .atomic import open_temp
+
+    with open_temp(path) as tmp, tarfile.open(fileobj=tmp, mode="w:gz") as tar:
         for run in runs:
             for f in (*RUN_FILES, MANIFEST):
                 tar.add(run.path / f, arcname=f"{run.key}/{f}")
-    os.replace(tmp, path)
 
 
 def check_out(out: Path, max_files: int = OUT_FILES, max_file_mib: float = OUT_FILE_MIB):

@@ -24,16 +24,15 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from . import __version__, atomic
 from .config import RunConfig
-from .errors import ConfigError, DnnKnnError
+from .errors import ConfigError, DnnKnnError, UnsafeCheckpoint
 from .lock import RunLock
 from .provenance import MANIFEST, RUN_FILES, DamagedRun, code_version, device_name, verify, write_manifest  # noqa: F401
 
@@ -89,6 +88,16 @@ class Run:
                               f"{sorted(set(self.measures.split))}, metrics {list(c.metrics)}, k {list(c.ks)}"
                               f"{'' if c.eval_train else '; the training set was not evaluated: train with eval_train=True (--eval-train) for it'})")
         return t.iloc[-1]
+
+    def at(self, step: int | None = None, **kw) -> pd.Series:
+        """`table(**kw)`'s row at `step` (None: the last evaluation)."""
+        if step is None:
+            return self.final(**kw)
+        t = self.table(**kw)
+        if not (t.step == step).any():
+            raise ConfigError(f"run {self.key} has no {kw.get('split', 'test')} evaluation at step {step}; "
+                              f"it has {list(t.step)}")
+        return t[t.step == step].iloc[0]
 
     def last_step(self, **equal) -> pd.DataFrame:
         """Every measure of the last evaluation, filtered by column values (split="test", ...)."""
@@ -159,7 +168,7 @@ class RunStore:
         key = self.key(cfg)
         self._check_writable(key)  # before the data is read or anything trained
         data = load_dataset(rcfg.dataset, data_dir, labels=rcfg.labels, label_seed=rcfg.label_seed,
-                            limit=rcfg.limit)
+                            limit=rcfg.limit, pixels=rcfg.pixels)
         check_fits(rcfg, len(data.y_train))  # before anything is written
         with RunLock(self.root / ".partial" / f"{key}.lock", rcfg.label(), wait=wait):
             run = self.find(cfg, quiet=True)  # finished by the process we waited for
@@ -190,7 +199,7 @@ class RunStore:
         try:
             rec = fit(rcfg, data, workdir, progress=progress)
         except BaseException as e:
-            if isinstance(e, DnnKnnError):  # bad input or divergence: nothing to resume
+            if isinstance(e, DnnKnnError) and not isinstance(e, UnsafeCheckpoint):  # bad input or divergence: nothing to resume
                 shutil.rmtree(workdir, ignore_errors=True)
             raise
         meta = {"key": key, "label": rcfg.label(), "code_version": version,
@@ -211,7 +220,7 @@ class RunStore:
             np.savez_compressed(tmp / "predictions.npz", **arrays)
             write_manifest(tmp)
 
-        return _publish(self.root, key, fill)
+        return atomic.publish_dir(self.root, key, fill)
 
     def runs(self, report=None) -> list[Run]:
         """Every intact finished run; each damaged one is passed to `report` (default: one
@@ -243,7 +252,7 @@ def export(store: RunStore, key: str, to: str | os.PathLike | None = None) -> Pa
     except DamagedRun as e:
         raise DamagedRun(f"{e}: not exported; train it again (the same command) to recompute it") from None
     dest_root = Path(to) if to else Path(__file__).resolve().parents[1] / "results"
-    return _publish(dest_root, key, lambda tmp: [shutil.copy2(src / f, tmp / f) for f in (*RUN_FILES, MANIFEST)])
+    return atomic.publish_dir(dest_root, key, lambda tmp: [shutil.copy2(src / f, tmp / f) for f in (*RUN_FILES, MANIFEST)])
 
 
 def _as_config(cfg) -> RunConfig:
@@ -251,21 +260,3 @@ def _as_config(cfg) -> RunConfig:
         raise ConfigError(f"a run is described by a RunConfig, got {type(cfg).__name__} {cfg!r}; e.g. "
                           f"RunConfig(model='mlp640', dataset='mnist5k')")
     return cfg
-
-
-def _publish(root: Path, key: str, fill) -> Path:
-    """Write a run folder atomically: `fill(tmp)` writes into a temporary folder beside it, which is
-    then renamed to root/key (replacing an older copy), so a folder named by a key is always whole."""
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
-    tmp.chmod(0o755)
-    try:
-        fill(tmp)
-        final = root / key
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        return final
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

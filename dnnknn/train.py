@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import json
 import math
 import os
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,10 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import knn as knnlib
+from . import atomic, knn as knnlib
 from .config import RunConfig
 from .data import Dataset, augment
-from .errors import ConfigError, TrainingDiverged
+from .errors import ConfigError, TrainingDiverged, UnsafeCheckpoint
 from .metrics import agreement
 from .models import build_model
 
@@ -290,7 +292,10 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
     dev = resolve_device(cfg.device)
     cfg = dataclasses.replace(cfg, device=str(dev))  # the k-NN searches where the model runs
     check_fits(cfg, len(data.y_train))
-    if cfg.augment and cfg.pad_fill != "zero" and data.black_train is None:
+    if data.pixels != cfg.pixels:
+        raise ConfigError(f"the run asks for {cfg.pixels} pixels and the dataset holds {data.pixels} ones; "
+                          f"load it with load_dataset(..., pixels={cfg.pixels!r})")
+    if cfg.augment and cfg.pad_fill != "zero" and cfg.pixels != "raw" and data.black_train is None:
         raise ConfigError("pad_fill 'black' needs the dataset's black levels (Dataset.black_train, which "
                           "load_dataset fills); build the Dataset with them, or use pad_fill='zero'")
     workdir = Path(workdir)
@@ -302,12 +307,15 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
     model = model.to(memory_format=fmt)
     opt = make_optimizer(model, cfg)
     workdir.mkdir(parents=True, exist_ok=True)  # only once the settings are known to be good
+    if workdir.stat().st_uid == os.getuid():
+        workdir.chmod(0o700)  # a checkpoint is read back: nobody else may write into its folder
     data = data.to(dev)
     n_train = len(data.y_train)
     rec, start, wall = Records(), 0, 0.0
-    if ckpt_path.exists():
+    if ckpt_path.exists() or ckpt_path.is_symlink():
+        check_private(workdir)
         try:
-            ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
+            ck = load_checkpoint(ckpt_path, dev)
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["opt"])
             rec, start, wall = ck["records"], ck["step"], ck["wall"]
@@ -323,22 +331,7 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
             opt = make_optimizer(model, cfg)
 
     def save(step):
-        # serialised in memory, then written: a full disk is an OSError (torch's zip writer, writing
-        # to the file itself, reports it as "unexpected pos")
-        buf = io.BytesIO()
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "records": rec,
-                    "step": step, "wall": wall + time.time() - t0}, buf)
-        tmp = ckpt_path.with_suffix(".tmp")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(buf.getbuffer())
-        except OSError as e:  # a failed write names no file: name it
-            tmp.unlink(missing_ok=True)
-            raise OSError(e.errno, e.strerror, str(tmp)) from e
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, ckpt_path)
+        save_checkpoint(ckpt_path, model, opt, rec, step, wall + time.time() - t0)
 
     order = EpochOrder(n_train, cfg.batch_size, cfg.seed, dev)
     last_eval = _last_eval_text(rec)
@@ -389,6 +382,49 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
         bar.close()
     rec.wall = wall + time.time() - t0
     return rec
+
+
+def check_private(folder: Path):
+    """A checkpoint's folder and file belong to this user, and nobody else can write to them: a
+    run never resumes from what another user of a shared run store could have put there."""
+    for p in (folder, folder / "ckpt.pt"):
+        st = p.lstat()
+        if p.is_symlink() or st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            why = ("is a symlink" if p.is_symlink() else f"belongs to user id {st.st_uid}" if st.st_uid != os.getuid()
+                   else "can be written by other users")
+            raise UnsafeCheckpoint(f"will not resume from {p}: it {why}; remove {folder} to train the run "
+                                   f"from step 0, or use a run store of your own (--runs-dir)")
+
+
+def _plain_records(rec: Records) -> dict:
+    """Records as tensors and plain data, which torch.load(weights_only=True) reads back."""
+    if bad := [k for k, a in rec.arrays.items() if np.asarray(a).dtype.kind not in "biuf"]:
+        raise TypeError(f"record arrays {bad} are not numeric")
+    return {"rows": json.dumps(rec.rows), "losses": torch.tensor(rec.losses, dtype=torch.float64).reshape(-1, 3),
+            "arrays": {k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in rec.arrays.items()},
+            "wall": float(rec.wall), "eval_wall": float(rec.eval_wall)}
+
+
+def _records(d: dict) -> Records:
+    losses = [(int(s), float(loss), float(lr)) for s, loss, lr in d["losses"].tolist()]
+    return Records(json.loads(d["rows"]), losses, {k: t.numpy() for k, t in d["arrays"].items()},
+                   float(d["wall"]), float(d["eval_wall"]))
+
+
+def save_checkpoint(path: Path, model, opt, rec: Records, step: int, wall: float):
+    """Tensors and plain data only; serialised in memory, then written under a fresh temporary name
+    (a full disk is an OSError: torch's zip writer, writing to the file itself, says "unexpected pos")."""
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "records": _plain_records(rec),
+                "step": int(step), "wall": float(wall)}, buf)
+    atomic.write_bytes(path, buf.getbuffer(), perms=0o600)
+
+
+def load_checkpoint(path: Path, dev) -> dict:
+    """What save_checkpoint wrote, read with weights_only=True: a file that holds anything else
+    (a pickled object, a function call) fails to load instead of running."""
+    ck = torch.load(path, map_location=dev, weights_only=True)
+    return {**ck, "records": _records(ck["records"])}
 
 
 def _last_eval_text(rec: Records) -> str:

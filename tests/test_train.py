@@ -149,7 +149,7 @@ def test_kill_and_resume_gives_identical_numbers(tmp_path):
     assert list((tmp_path / "k").glob("*/measures.csv")) == []  # nothing finished in the store
     partial = list((tmp_path / "k" / ".partial").glob("*/ckpt.pt"))
     assert len(partial) == 1
-    assert torch.load(partial[0], weights_only=False)["step"] == 20
+    assert torch.load(partial[0], weights_only=True)["step"] == 20  # tensors and plain data only
     resumed = _cli(CLI_TINY, tmp_path / "k")
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming lenet on mnist5k, SGD 40 steps, seed 0 from step 20" in resumed.stdout  # also with --no-progress
