@@ -8,7 +8,7 @@ import sys
 
 from .config import CIFAR_SCHEDULE, MNIST_SCHEDULE, RunConfig, eval_schedule
 from .errors import DnnKnnError
-from .names import (DATASETS, LABELS, METRICS, MODELS, OPTIMIZERS, PRECISIONS, PROFILES, SECTIONS,
+from .names import (DATASETS, LABELS, METRICS, MODELS, OPTIMIZERS, PIXELS, PRECISIONS, PROFILES, SECTIONS,
                     WEIGHT_DECAY_RULES)
 
 
@@ -39,6 +39,8 @@ def _train_parser(sub):
                    help="authors: rate^2 for LeNet/MLP-640, the rate for Wide-ResNet (the authors' code); "
                         "paper-text: the rate as stated; both on conv/fc weights only")
     p.add_argument("--no-augment", action="store_true", help="no padding/crop/flip augmentation")
+    p.add_argument("--pixels", default="standardised", choices=PIXELS,
+                   help="standardised per image, or raw: the 0..255 values as floats (the authors' CIFAR-10 LeNet)")
     p.add_argument("--eval-steps", type=int, nargs="*", help="steps to evaluate at (default: 0, every steps/10, the last)")
     p.add_argument("--eval-every", type=int, help="evaluate every N steps (and at 0 and the end)")
     p.add_argument("--k", type=int, nargs="+", default=[30], help="k values of the k-NN")
@@ -77,7 +79,7 @@ def config_from_args(a, resolve: bool = True) -> RunConfig:
         dataset=a.dataset, model=a.model, steps=a.steps, labels=a.labels, label_seed=a.label_seed,
         depth=a.depth, width=a.width, optimizer=a.optimizer, batch_size=a.batch_size, lr=a.lr,
         lr_milestones=tuple(a.lr_milestones) if a.lr_milestones is not None else None,
-        weight_decay=a.weight_decay, weight_decay_rule=a.weight_decay_rule, augment=False if a.no_augment else None,
+        weight_decay=a.weight_decay, weight_decay_rule=a.weight_decay_rule, augment=False if a.no_augment else None, pixels=a.pixels,
         eval_steps=eval_steps, ks=tuple(a.k), metrics=tuple(a.metric), pca_dims=tuple(a.pca),
         eval_train=a.eval_train, train_eval_steps=tuple(a.train_eval_steps) if a.train_eval_steps is not None else None,
         exclude_self=a.exclude_self, probe_layers=tuple(a.probe_layers),

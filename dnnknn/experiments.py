@@ -37,6 +37,29 @@ def main_config(P: Params, dataset: str, model: str, seed: int = 0) -> RunConfig
                      probe_layers=layers, seed=seed, device=P.device_type, precision=P.train_precision)
 
 
+def raw_pixels_config(P: Params, dataset: str, model: str = "lenet", seed: int = 0) -> RunConfig:
+    """The main run on the raw 0..255 pixels, as the authors trained the paper's CIFAR-10 LeNet
+    (`train_simple.ini` and `dataset_wrapper.py` at 220d888: no standardisation)."""
+    return dataclasses.replace(main_config(P, dataset, model, seed), pixels="raw")
+
+
+# Where the authors read MNIST's Figure 1, section 4.1's 4.44% and Table 2: at step 500 of runs with
+# LAST_STEP = 501 and drops at 150/300/400 (`train_simple.ini` at b84f959 and 501a6cb; `test_simple.ini`
+# at b5e7428 reads ckpt-500); Figures 3 and 4 at step 1,000 (`plots/ma_md_scores.py` at 48646ef)
+AUTHORS_MNIST_STEP = 500
+
+
+def table2_config(P: Params, dataset: str, model: str, seed: int = 0) -> RunConfig:
+    """The authors' 500-step MNIST run, for Table 2: the main run's first 500 steps (the same drops,
+    at 150/300/400), the test and the training set evaluated at step 500 with the curves' k and metric."""
+    main = main_config(P, dataset, model, seed).resolve()
+    step = AUTHORS_MNIST_STEP
+    return RunConfig(dataset=dataset, model=model, steps=step, **P.model_options(model),
+                     lr_milestones=tuple(m for m in main.lr_milestones if m < step), eval_steps=(step,),
+                     ks=(main.curve_k,), metrics=main.metrics[:1], eval_train=True, seed=seed,
+                     device=P.device_type, precision=P.train_precision)
+
+
 def legacy_config(P: Params, dataset: str, model: str, seed: int = 0) -> RunConfig:
     """The main run as dnnknn 0.2 made it (`LEGACY_VARIANT`): the learning rate divided by 5 at
     30/60/80% of the steps (the CIFAR schedule's proportions), the crop's border the
@@ -63,24 +86,6 @@ def gd_config(P: Params) -> RunConfig:
                      eval_steps=eval_schedule(P.gd_steps, P.gd_eval_every),
                      ks=tuple(sorted({30} | set(P.ks))), metrics=(P.metric,), device=P.device_type,
                      precision=P.train_precision)
-
-
-def weight_decay_config(P: Params, dataset: str, model: str, seed: int = 0) -> RunConfig:
-    """Table 2's test of the weight decay: the main run's schedule with the rate the paper prints
-    applied as printed (`weight_decay_rule="paper-text"`, not the authors' rate squared); the
-    curves' space at every 1/20 of the steps and the training set at the last step. It is the run
-    `weight_decay_command` names, read when the store or results/ holds it, never trained here."""
-    steps = P.steps_for(dataset)
-    return RunConfig(dataset=dataset, model=model, steps=steps, weight_decay_rule="paper-text",
-                     eval_steps=eval_schedule(steps, steps // 20), eval_train=True, train_eval_steps=(steps,),
-                     seed=seed, device=P.device_type, precision=P.train_precision)
-
-
-def weight_decay_command(cfg: RunConfig) -> str:
-    """The train command of a `weight_decay_config` run."""
-    return (f"python -m dnnknn train --dataset {cfg.dataset} --model {cfg.model} --steps {cfg.steps} "
-            f"--eval-every {cfg.steps // 20} --eval-train --train-eval-steps {cfg.steps} "
-            f"--weight-decay-rule paper-text" + (f" --seed {cfg.seed}" if cfg.seed else ""))
 
 
 def feasible_here(P: Params, cfg: RunConfig) -> bool:
@@ -137,10 +142,11 @@ def seed_runs(P: Params, model: str, dataset: str | None, kind: str = "main") ->
     dnnknn 0.2 made them (`legacy_config`), read only."""
     if dataset is None:
         return []
-    seeds = range(P.n_runs) if kind in ("main", "legacy") else range(1)
-    config = {"main": main_config, "legacy": legacy_config, "random": random_config}[kind]
+    seeds = range(P.n_runs) if kind in ("main", "legacy", "table2") else range(1)
+    config = {"main": main_config, "legacy": legacy_config, "random": random_config, "table2": table2_config,
+              "raw": raw_pixels_config}[kind]
     cfgs = [config(P, dataset, model, s) for s in seeds]
-    if kind == "legacy":
+    if kind in ("legacy", "raw", "table2"):  # read only: never trained by a page
         return [r for r in (P.store().find(c) for c in cfgs) if r is not None]
     runs = [r for r in (get(P, c) for c in cfgs) if r is not None]
     if any(r.config.dataset == dataset for r in runs):  # never the dataset mixed with its stand-in

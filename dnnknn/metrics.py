@@ -63,3 +63,11 @@ def agreement(knn_pred, dnn_pred, labels, me_if_undefined: float | None = None) 
         "ME": me(knn_pred, dnn_pred, labels, me_if_undefined),
         "P_SAME": p_same(knn_pred, dnn_pred),
     }
+
+
+def spread(values) -> tuple[float, float, int]:
+    """(mean, sample std, n) of the defined (non-NaN) values over runs; std is NaN for fewer than two."""
+    v = np.asarray([x for x in values if not np.isnan(x)], dtype=float)
+    if len(v) == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"), len(v)

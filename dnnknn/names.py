@@ -16,6 +16,7 @@ STAND_INS = {"cifar10": "cifar10-jpeg"}
 MODELS = ("mlp640", "lenet", "wrn")  # appendix A's three networks
 EMBED_DIM = 640  # the L2-normalised embedding before the last layer (MLP-640, LeNet; Wide-ResNet: 64 x width)
 METRICS = ("l1", "l2")  # k-NN distances
+PAPER_K, PAPER_METRIC = 30, "l1"  # the k-NN of the paper's figures and text (section 3)
 LABELS = ("true", "random")  # section 4.4: random labels redrawn once per split
 OPTIMIZERS = ("sgd", "gd")  # Nesterov SGD at batch 200; full-batch gradient descent (appendix D)
 # "fp32": the paper's; "bf16": bf16 autocast for training and embedding; "bf16-train": bf16
@@ -25,6 +26,19 @@ PRECISIONS = ("fp32", "bf16", "bf16-train")
 WEIGHT_DECAY_RULES = ("authors", "paper-text")
 # What the crop's 2-pixel border holds (see config.py)
 PAD_FILLS = ("black", "zero")
+# What the network sees: "standardised" per image (the authors' pipeline from March 2018 on), or "raw"
+# pixels 0..255 as floats (their CIFAR-10 LeNet run of the paper, dataset_wrapper.py at 220d888)
+PIXELS = ("standardised", "raw")
+
+# How a figure, a table or a sentence names a model or a dataset
+NAMES = {"mlp640": "MLP-640", "lenet": "LeNet", "wrn": "Wide-ResNet", "mnist": "MNIST",
+         "mnist5k": "MNIST-5k", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
+         "cifar10-jpeg": "CIFAR-10 (JPEG q75 copy)"}
+
+
+def name(x: str) -> str:
+    return NAMES.get(x, x.replace(IMAGEFOLDER, ""))
+
 
 PROFILES = ("quick", "paper")  # the book's two sizes of every experiment (profiles.py)
 SECTIONS = ("main", "random", "gd")  # the kinds of runs a grid submits

@@ -12,7 +12,8 @@ import pandas as pd
 
 from . import experiments, report
 from .experiments import seed_runs
-from .plots import name
+from .metrics import spread
+from .names import PAPER_K, PAPER_METRIC, name
 from .profiles import LEGACY_VARIANT, NOT_RUN, Params
 
 TABLE1 = {  # appendix B, Table 1: mean test accuracy (%) over 10 runs, Wide-ResNet-28-10; rows as
@@ -67,38 +68,134 @@ STATED = {
 }
 
 
+# The step each MNIST number of the paper was read at, from the authors' files (CIFAR: the last, 50,000).
+# Figure 1's MNIST row, section 4.1's 4.44% and Table 2: runs with LAST_STEP = 501 (`examples/train/
+# train_simple.ini` at b84f959 and 501a6cb), plotted to step 500 (`plots/knn_accuracy_plots.py` at 48646ef,
+# lines 85-86), Table 2 read at ckpt-500 (`examples/test/test_simple.ini` at b5e7428). Figures 3 and 4 and
+# section 4.3's numbers: 1,000-step runs (`plots/ma_md_scores.py`, `plots/psame_plots.py` at 48646ef).
+MNIST_STEP = {"Figure 1": 500, "section 4.1": 500, "Table 2": 500, "Figure 3": 1000, "Figure 4": 1000,
+              "section 4.3": 1000, "Figure 2": 1000}
+STEP_SOURCE = {500: "`train_simple.ini` at b84f959 / 501a6cb (LAST_STEP = 501), `test_simple.ini` at b5e7428 (ckpt-500)",
+               1000: "`plots/ma_md_scores.py` and `plots/psame_plots.py` at 48646ef (`*_steps_1000` runs)"}
+
+
+def paper_step(dataset: str, where: str) -> int | None:
+    """The step the paper's number at `where` ("Figure 1", "section 4.1", "Table 2", ...) was read at
+    on `dataset`: MNIST's from MNIST_STEP, None (the last step) elsewhere."""
+    if dataset not in ("mnist",):
+        return None
+    return next((s for w, s in MNIST_STEP.items() if where.startswith(w)), None)
+
+
+# Figure 2 as the authors plotted it: k-NN test accuracy (%) by layer for k = 1, 5, 30, 100, and the DNN's,
+# typed from `plots/lenet_knn_layer_plots.py` and `plots/wrn_knn_layer_plots.py` at 48646ef (their
+# second CIFAR panel is CIFAR-100, mislabelled 'cifar10' in a comment there). The layers in our names.
+FIGURE2_SOURCE = {"lenet": "`plots/lenet_knn_layer_plots.py` at 48646ef",
+                  "wrn": "`plots/wrn_knn_layer_plots.py` at 48646ef"}
+FIGURE2_LAYERS = {"lenet": ("input", "conv1", "pool1", "conv2", "pool2", "embedding"),
+                  "wrn": ("input", "init_conv", *(f"unit_{g}_{i}" for g in (1, 2, 3) for i in range(4)), "embedding")}
+# The authors' plot labels its Wide-ResNet units from 1 (unit_1_1 ... unit_3_4), and so does the paper's
+# text ("unit_2_2"); their model's scopes, and ours, count from 0 (`lib/models/resnet_model.py` at 48646ef)
+PAPER_UNIT = {f"unit_{g}_{i + 1}": f"unit_{g}_{i}" for g in (1, 2, 3) for i in range(4)}  # paper -> ours
+FIGURE2 = {  # (model, dataset): ({k: accuracies by layer}, DNN accuracy)
+    ("lenet", "mnist"): ({1: [11.48, 72.96, 66.98, 97.66, 97.62, 99.27], 5: [12.83, 75.25, 69.8, 97.76, 97.52, 99.22],
+                          30: [13.86, 73.37, 70.18, 97, 96.88, 99.06], 100: [15.14, 69.76, 67.68, 96.06, 95.84, 98.94]},
+                         98.84),
+    ("lenet", "cifar10"): ({1: [16.85, 42.74, 42.93, 58.98, 58.69, 83.09], 5: [18.8, 45.27, 45.37, 62.78, 62.53, 83.38],
+                            30: [22.57, 47.7, 48.19, 63.73, 63.4, 83.49], 100: [24.42, 46.45, 46.77, 61.92, 62.05, 83.28]},
+                           84.75),
+    ("lenet", "cifar100"): ({1: [2.9, 20.26, 20.31, 32.11, 32.09, 51.87], 5: [3.29, 18.98, 19.28, 31.9, 32.27, 52.44],
+                             30: [4.63, 20.9, 21.51, 33.96, 34.1, 52.2], 100: [5.54, 19.98, 20.61, 31.86, 32.14, 52.71]},
+                            53.35),
+    ("wrn", "mnist"): ({1: [17.39, 54.21, 87.21, 94.71, 96.69, 97.53, 98.33, 99.06, 99.17, 99.35, 99.35, 99.29, 99.26, 99.27, 99.28],
+                        5: [20.53, 56.89, 87.94, 95.02, 96.82, 97.74, 98.4, 99.04, 99.31, 99.45, 99.47, 99.5, 99.45, 99.45, 99.44],
+                        30: [21.98, 59.04, 85.66, 93.73, 96.04, 97.02, 98.08, 98.79, 99.15, 99.36, 99.41, 99.49, 99.42, 99.46, 99.44],
+                        100: [22.71, 57.39, 82.21, 91.91, 94.79, 96.32, 97.58, 98.57, 98.98, 99.22, 99.37, 99.44, 99.46, 99.47, 99.42]},
+                       99.31),
+    ("wrn", "cifar10"): ({1: [18.35, 34.36, 45.35, 48.06, 52.24, 54.11, 59.52, 65.37, 70.1, 73.26, 84.66, 94.53, 95.14, 95.12, 95.13],
+                          5: [20.78, 37.28, 47.8, 50.88, 55, 57.17, 62.57, 68.77, 73.89, 77.03, 86.99, 94.6, 95.17, 95.21, 95.19],
+                          30: [24.62, 39.8, 49.34, 51.99, 54.77, 57.6, 63.1, 69.26, 74.42, 77.32, 86.88, 94.48, 95.2, 95.3, 95.2],
+                          100: [25.92, 38.45, 47.18, 49.91, 52.89, 54.96, 60.74, 66.83, 72.33, 75.38, 85.83, 94.25, 95.17, 95.25, 95.18]},
+                         95.2),
+    ("wrn", "cifar100"): ({1: [3.79, 13.27, 21.92, 26.1, 29.59, 31.51, 34.69, 39.65, 42.85, 44.11, 51.4, 67.13, 77.36, 77.98, 78.69],
+                           5: [3.9, 12.86, 21, 25.34, 28.57, 29.73, 34.08, 39.04, 42.35, 44.39, 52.61, 69.48, 77.72, 77.82, 78.91],
+                           30: [5.37, 14.82, 22.55, 27.09, 30.45, 32.36, 35.92, 40.98, 44.37, 46.74, 54.58, 71.1, 78.01, 77.9, 78.88],
+                           100: [6.29, 14.63, 21.47, 25.31, 28.94, 30.29, 33.88, 39.02, 42.09, 44.27, 52.55, 69.79, 77.43, 77.57, 78.89]},
+                          78.85),
+}
+
+
+def figure2(model: str, dataset: str):
+    """The authors' Figure 2 panel as a long table (layer, k, knn_acc in %), and its DNN accuracy (%);
+    (None, None) where they plotted none."""
+    if (model, dataset) not in FIGURE2:
+        return None, None
+    by_k, dnn = FIGURE2[(model, dataset)]
+    rows = [{"layer": layer, "k": k, "knn_acc": v} for k, vals in by_k.items()
+            for layer, v in zip(FIGURE2_LAYERS[model], vals)]
+    return pd.DataFrame(rows), dnn
+
+
 def _quick_dataset(dataset: str) -> str | None:
     return "mnist5k" if dataset == "mnist" else None  # no CIFAR offline
 
 
-def within(paper: float | None, values, width: float = 2.0) -> str:
-    """Whether the paper's value lies within mean ± 2 std of ours: 'yes', 'no', or why not known."""
-    mean, std, n = report.spread(values)
-    if paper is None or n == 0:
-        return "—"
-    if n < 2:
-        return "no spread (1 run)"
-    inside = abs(paper - mean) <= width * std
-    return "yes" if inside else f"no ({abs(paper - mean) / std:.1f} std away)" if std > 0 else "no (std 0)"
+@dataclass(frozen=True)
+class Agreement:
+    """The one rule by which a value of ours agrees with a number the paper prints (claims.RULE)."""
+    held: bool | None  # None: no defined value of ours
+    mean: float
+    std: float
+    n: int
+    tol: float
+    paper: float
+
+    @property
+    def diff(self) -> float:
+        return abs(self.mean - self.paper)
+
+    def text(self, digits: int) -> str:
+        """'yes (|difference| 0.0002 ≤ 0.0004)', 'no (...)' or '—'."""
+        if self.held is None:
+            return "—"
+        return f"{'yes' if self.held else 'no'} ({diff_text(self.diff, self.tol, digits)})"
 
 
-def _final(run, split="test"):
-    return run.final(split=split, k=30, metric="l1")
+def diff_text(diff: float, tol: float, digits: int) -> str:
+    """'|difference| 0.0006 > 0.0004', with digits added until the two differ ('0.2600 > 0.2596')."""
+    e = digits
+    while f"{diff:.{e}f}" == f"{tol:.{e}f}" and e < digits + 4:
+        e += 1
+    return f"|difference| {diff:.{e}f} {'≤' if diff <= tol + 1e-12 else '>'} {tol:.{e}f}"
 
 
-# Per-run quantities (k = 30, L1, the last evaluation): name -> function of a run
+def agrees(st: Stated, values) -> Agreement:
+    """|mean − paper| ≤ 2·std + u over our defined values (u: the paper's printing precision; with
+    one run, u alone)."""
+    mean, std, n = spread(values)
+    if n == 0:
+        return Agreement(None, mean, std, n, float("nan"), st.value)
+    tol = (2 * std if n > 1 else 0.0) + st.precision
+    return Agreement(abs(mean - st.value) <= tol + 1e-12, mean, std, n, tol, st.value)
+
+
+def _row(run, split="test", step=None):
+    return run.at(step, split=split, k=PAPER_K, metric=PAPER_METRIC)
+
+
+# Per-run quantities (the paper's k and metric) at `step` (None: the last evaluation): name -> function
 QUANTITIES = {
-    "DNN test acc (%)": lambda r: 100 * _final(r).dnn_acc,
-    "k-NN test acc (%)": lambda r: 100 * _final(r).knn_acc,
-    "k-NN − DNN (%)": lambda r: 100 * (_final(r).knn_acc - _final(r).dnn_acc),
-    "|k-NN − DNN| (%)": lambda r: 100 * abs(_final(r).knn_acc - _final(r).dnn_acc),
-    "MC": lambda r: _final(r).MC,
-    "ME": lambda r: _final(r).ME,
-    "P_SAME": lambda r: _final(r).P_SAME,
-    "DNN generalisation gap (%)": lambda r: report.generalization_gaps(r)[0],
-    "k-NN generalisation gap (%)": lambda r: report.generalization_gaps(r)[1],
-    "DNN random-label training accuracy (%)": lambda r: 100 * _final(r, "train").dnn_acc,
-    "k-NN random-label training accuracy (%)": lambda r: 100 * _final(r, "train").knn_acc,
+    "DNN test acc (%)": lambda r, step=None: 100 * _row(r, step=step).dnn_acc,
+    "k-NN test acc (%)": lambda r, step=None: 100 * _row(r, step=step).knn_acc,
+    "k-NN − DNN (%)": lambda r, step=None: 100 * (_row(r, step=step).knn_acc - _row(r, step=step).dnn_acc),
+    "|k-NN − DNN| (%)": lambda r, step=None: 100 * abs(_row(r, step=step).knn_acc - _row(r, step=step).dnn_acc),
+    "MC": lambda r, step=None: _row(r, step=step).MC,
+    "ME": lambda r, step=None: _row(r, step=step).ME,
+    "P_SAME": lambda r, step=None: _row(r, step=step).P_SAME,
+    "DNN generalisation gap (%)": lambda r, step=None: report.generalization_gaps(r, step=step)[0],
+    "k-NN generalisation gap (%)": lambda r, step=None: report.generalization_gaps(r, step=step)[1],
+    "DNN random-label training accuracy (%)": lambda r, step=None: 100 * _row(r, "train", step).dnn_acc,
+    "k-NN random-label training accuracy (%)": lambda r, step=None: 100 * _row(r, "train", step).knn_acc,
 }
 
 
@@ -121,39 +218,90 @@ def _quick_column(quick: Params) -> str:
     return "quick profile" + ("" if prec == "fp32" else f" ({prec})")
 
 
-def side_by_side(quick: Params, full: Params) -> pd.DataFrame:
-    """The numbers in the paper's text (sections 4.1, 4.3, 4.4), ours beside them: the paper
-    profile as mean ± std over its seeds, with whether the paper's value lies within 2 std. A value
-    the paper states for a model across datasets is set beside our MNIST runs."""
+@dataclass
+class Judged:
+    """One number the paper prints, and ours at the step the paper read it (`step`; None: the last)."""
+    model: str
+    dataset: str  # the one the paper names (our runs may be its stand-in's: `runs[i].config.dataset`)
+    quantity: str
+    stated: Stated
+    step: int | None
+    runs: list
+    values: list
+    agreement: Agreement
+
+    @property
+    def data(self) -> str:
+        return experiments.dataset_name(self.dataset, self.runs)
+
+
+def judge(runs_of, model: str, dataset: str, quantity: str, st: Stated, kind: str | None = None) -> Judged:
+    """Our runs' values of `quantity` at the paper's step, by the rule (`agrees`). runs_of(model,
+    dataset, kind): the runs (`experiments.seed_runs` of a profile). Table 2's MNIST cells read the
+    authors' 500-step runs (`experiments.table2_config`), the rest the main runs."""
+    step = paper_step(dataset, st.where)
+    kind = kind or ("random" if "random-label" in quantity else
+                    "table2" if "generalisation" in quantity and step == experiments.AUTHORS_MNIST_STEP else "main")
+    runs = runs_of(model, dataset, kind)
+    values = [QUANTITIES[quantity](r, step if kind == "main" else None) for r in runs]
+    return Judged(model, dataset, quantity, st, step, runs, values, agrees(st, values))
+
+
+def table2_stated():
+    """(model, dataset, quantity, Stated) for Table 2's cells."""
+    for (model, d), printed in TABLE2.items():
+        for who, v in zip(("DNN", "k-NN"), printed):
+            yield model, d, f"{who} generalisation gap (%)", Stated(f"{v:.1f}", "Table 2")
+
+
+def stated_judged(full: Params) -> list[Judged]:
+    """Every number in the paper's text and Table 2, judged: the rows page 09 and the claims page share.
+    A value the paper states for a model across datasets is judged on each dataset run here."""
+    def runs_of(m, d, kind):
+        return seed_runs(full, m, d, kind)
+    out = []
+    for model, dataset, quantity, st in [*stated_rows(), *table2_stated()]:
+        for d in [dataset] if dataset else ["mnist", "cifar10"]:
+            j = judge(runs_of, model, d, quantity, st)
+            if dataset or j.runs:
+                out.append(j)
+    return out
+
+
+def _step_text(step: int | None) -> str:
+    return "last" if step is None else f"{step:,}"
+
+
+def side_by_side(quick: Params, full: Params, where: str = "text") -> pd.DataFrame:
+    """The numbers the paper prints in its text (sections 4.1, 4.3, 4.4; where="Table 2": Table 2's),
+    ours beside them at the step the paper read them at: the paper profile as mean ± std over its
+    seeds, whether it agrees by the claims page's rule, and where the paper's step is not our last
+    one, ours at the last step too."""
+    quick1 = dataclasses.replace(quick, n_runs=1)
     rows = []
-    for model, dataset, quantity, st in stated_rows():
-        ours_d = dataset or "mnist"
-        kind = "random" if "random-label" in quantity else "main"
-        fn = QUANTITIES[quantity]
-        runs = seed_runs(full, model, ours_d, kind)
-        vals = [fn(r) for r in runs]
-        qruns = seed_runs(dataclasses.replace(quick, n_runs=1), model, _quick_dataset(ours_d), kind)
-        ds = experiments.dataset_name(dataset, runs) if dataset else "all datasets (ours: MNIST)"
-        rows.append({"quantity": f"{name(model)}, {ds}: {quantity}",
-                     "paper": st.text, "where": st.where,
-                     "paper profile (mean ± std over seeds)": report.fmt_spread(vals, digits(quantity)),
-                     "paper value within 2 std": within(st.value, vals),
-                     f"{_quick_column(quick)}, 1 run": report.fmt_spread([fn(r) for r in qruns], digits(quantity))
-                     if _quick_dataset(ours_d) else "no such data offline",
-                     "paper-profile runs": ", ".join(r.key for r in runs) or NOT_RUN})
+    for j in stated_judged(full):
+        if (j.stated.where == "Table 2") != (where == "Table 2"):
+            continue
+        d, q = digits(j.quantity), j.quantity
+        last = [QUANTITIES[q](r) for r in seed_runs(full, j.model, j.dataset, "main")] if j.step else []
+        kind = "random" if "random-label" in q else "main"
+        qruns = seed_runs(quick1, j.model, _quick_dataset(j.dataset), kind)
+        rows.append({"quantity": f"{name(j.model)}, {j.data}: {q}", "paper": j.stated.text, "where": j.stated.where,
+                     "the paper's step": _step_text(j.step),
+                     "ours at the paper's step (mean ± std)": report.fmt_spread(j.values, d),
+                     "agrees (the rule)": j.agreement.text(d),
+                     "ours at our last step": report.fmt_spread(last, d) if j.step else "(the same)",
+                     f"{_quick_column(quick)}, 1 run": report.fmt_spread([QUANTITIES[q](r) for r in qruns], d)
+                     if _quick_dataset(j.dataset) else "no such data offline",
+                     "paper-profile runs": ", ".join(r.key for r in j.runs) or NOT_RUN})
     return pd.DataFrame(rows).set_index("quantity")
 
 
 def seed_summary(full: Params, dataset: str = "mnist", models=("mlp640", "lenet"), legacy: bool = True) -> pd.DataFrame:
     """Every measure at the end of training (k = 30, L1), mean ± std over the paper profile's
-    seeds, with the paper's value where it states one, and (where a stand-in's runs are among them)
-    the data the runs trained on; with `legacy`, the same for the runs dnnknn 0.2 made
-    (`profiles.LEGACY_VARIANT`) beside them."""
-    stated = {(m, q): (st.value, st.text) for m, d, q, st in stated_rows() if d in (dataset, None)}
-    for (m, d), (g_dnn, g_knn) in TABLE2.items():
-        if d == dataset:
-            stated[(m, "DNN generalisation gap (%)")] = (g_dnn, f"{g_dnn:.1f}")
-            stated[(m, "k-NN generalisation gap (%)")] = (g_knn, f"{g_knn:.1f}")
+    seeds, with the data the runs trained on where a stand-in's runs are among them; with `legacy`,
+    the same for the runs dnnknn 0.2 made (`profiles.LEGACY_VARIANT`) beside them. Set beside the
+    paper's values, and judged, in `side_by_side` at the paper's steps."""
     rows = []
     for m in models:
         runs = seed_runs(full, m, dataset)
@@ -161,15 +309,10 @@ def seed_summary(full: Params, dataset: str = "mnist", models=("mlp640", "lenet"
         for q, fn in QUANTITIES.items():
             if "random-label" in q:
                 continue
-            vals = [fn(r) for r in runs]
-            paper, printed = stated.get((m, q), (None, "—"))
             row = {"model": name(m), "quantity": q, "data": experiments.dataset_name(dataset, runs),
-                   "ours (mean ± std)": report.fmt_spread(vals, digits(q)),
-                   "paper": printed, "paper value within 2 std": within(paper, vals)}
+                   "ours (mean ± std)": report.fmt_spread([fn(r) for r in runs], digits(q))}
             if legacy:
-                olds = [fn(r) for r in old]
-                row[f"{LEGACY_VARIANT}: ours"] = report.fmt_spread(olds, digits(q))
-                row[f"{LEGACY_VARIANT}: within 2 std"] = within(paper, olds)
+                row[f"{LEGACY_VARIANT}: ours"] = report.fmt_spread([fn(r) for r in old], digits(q))
             rows.append(row)
     table = pd.DataFrame(rows).set_index(["model", "quantity"])
     return table if (table.data != name(dataset)).any() else table.drop(columns="data")  # named where it differs
@@ -181,7 +324,7 @@ def gap_sign_note(full: Params, model: str = "mlp640") -> str:
     for d in ("mnist", "cifar10"):
         runs = seed_runs(full, model, d)
         if runs:
-            mean = report.spread([QUANTITIES["k-NN − DNN (%)"](r) for r in runs])[0]
+            mean = spread([QUANTITIES["k-NN − DNN (%)"](r) for r in runs])[0]
             side = "above the DNN" if mean > 0 else "below the DNN" if mean < 0 else "level with the DNN"
             parts.append(f"{side} on {experiments.dataset_name(d, runs)} ({mean:+.2f} points, mean of {len(runs)} "
                          f"run{'s' * (len(runs) > 1)})")
@@ -206,26 +349,6 @@ def run_costs(full: Params, datasets=("mnist", "cifar10"), models=("mlp640", "le
                              f"{r.config.steps * r.config.batch_size / train_s:,.0f}"})
     table = pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame({"run": [NOT_RUN]}).set_index("run")
     return table, ", ".join(sorted(devices)) or NOT_RUN
-
-
-def table2_side_by_side(quick: Params, full: Params) -> pd.DataFrame:
-    """Table 2 (generalisation gap, %): the paper's (DNN, k-NN) beside ours, mean ± std over seeds."""
-    quick1 = dataclasses.replace(quick, n_runs=1)
-    runs_of = {key: seed_runs(full, *key) for key in TABLE2}  # read once: each read verifies the files
-    ours = report.generalization_table(runs_of)
-    fast = report.generalization_table({key: seed_runs(quick1, key[0], _quick_dataset(key[1])) for key in TABLE2})
-    rows = []
-    for (model, dataset), (p_dnn, p_knn), (_, o), (_, q) in zip(TABLE2, TABLE2.values(), ours.iterrows(),
-                                                               fast.iterrows()):
-        runs = runs_of[(model, dataset)]
-        row = {"model": name(model), "dataset": experiments.dataset_name(dataset, runs)}
-        for who, paper, i in (("DNN", p_dnn, 0), ("k-NN", p_knn, 1)):
-            row[f"paper {who}"] = f"{paper:.1f}"  # as printed
-            row[f"ours {who}"] = o[who]
-            row[f"{who}: paper within 2 std"] = within(paper, [report.generalization_gaps(r)[i] for r in runs])
-            row[f"{_quick_column(quick)} {who}"] = q[who] if _quick_dataset(dataset) else "no such data offline"
-        rows.append(row)
-    return pd.DataFrame(rows).set_index(["model", "dataset"])
 
 
 def table1_side_by_side(full: Params) -> pd.DataFrame:

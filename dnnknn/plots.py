@@ -11,14 +11,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import cycler
 
-from .names import STAND_INS
+from .names import PAPER_K, PAPER_METRIC, STAND_INS, name  # noqa: F401 - plots.name: the pages' name for a model or dataset
 from .profiles import NOT_RUN
 
 DNN, KNN, MC, ME = "black", "tab:red", "tab:blue", "tab:red"
 LAYER_K_COLOURS = {1: "tab:blue", 5: "tab:orange", 30: "tab:red", 100: "tab:green"}
-NAMES = {"mlp640": "MLP-640", "lenet": "LeNet", "wrn": "Wide-ResNet", "mnist": "MNIST",
-         "mnist5k": "MNIST-5k", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
-         "cifar10-jpeg": "CIFAR-10 (JPEG q75 copy)"}
 
 
 # seaborn 0.13's set_theme(style="whitegrid", context="notebook", font_scale=0.9), written out: the
@@ -38,10 +35,6 @@ THEME = {"axes.axisbelow": True, "axes.edgecolor": ".8", "axes.grid": True, "axe
 
 def theme():
     plt.rcParams.update(THEME)
-
-
-def name(x: str) -> str:
-    return NAMES.get(x, x.replace("imagefolder:", ""))
 
 
 def grid(rows, cols, panel, runs: dict, height=2.6, width=None, sharey=True, legend=True, missing=None,
@@ -80,15 +73,15 @@ def grid(rows, cols, panel, runs: dict, height=2.6, width=None, sharey=True, leg
                     handles.append(h)
                     labels.append(lab)
         if handles:
-            fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
-            fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False,
-                       bbox_to_anchor=(0.5, 1.0))
+            ncol = min(len(labels), 4)
+            fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 * -(-len(labels) // ncol) / fig.get_figheight()))
+            fig.legend(handles, labels, loc="upper center", ncol=ncol, frameon=False, bbox_to_anchor=(0.5, 1.0))
             return fig
     fig.tight_layout()
     return fig
 
 
-def accuracy_panel(split="test", k=30, metric="l1", colours=(DNN, KNN), percent=True):
+def accuracy_panel(split="test", k=PAPER_K, metric=PAPER_METRIC, colours=(DNN, KNN), percent=True):
     def panel(ax, run, *_):
         t = run.table(split, k=k, metric=metric)
         s = 100 if percent else 1
@@ -99,7 +92,7 @@ def accuracy_panel(split="test", k=30, metric="l1", colours=(DNN, KNN), percent=
     return panel
 
 
-def mc_me_panel(split="test", k=30, metric="l1", me_if_undefined=None):
+def mc_me_panel(split="test", k=PAPER_K, metric=PAPER_METRIC, me_if_undefined=None):
     def panel(ax, run, *_):
         t = run.table(split, k=k, metric=metric, me_if_undefined=me_if_undefined)
         ax.plot(t.step, t.MC, color=MC, marker=".", label="MC")
@@ -110,7 +103,7 @@ def mc_me_panel(split="test", k=30, metric="l1", me_if_undefined=None):
     return panel
 
 
-def p_same_panel(splits=("test",), k=30, metric="l1"):
+def p_same_panel(splits=("test",), k=PAPER_K, metric=PAPER_METRIC):
     colours = {"test": "tab:purple", "train": "tab:green"}
 
     def panel(ax, run, *_):
@@ -123,16 +116,33 @@ def p_same_panel(splits=("test",), k=30, metric="l1"):
     return panel
 
 
-def layers_panel(ks=(1, 5, 30, 100), metric="l1"):
-    def panel(ax, run, *_):
+def layers_panel(ks=(1, 5, 30, 100), metric=PAPER_METRIC, authors: bool = True, inputs: bool = True):
+    """Figure 2: k-NN test accuracy by layer at the last step (dots) and the DNN's (dashed). From the
+    input images (globally average pooled, computed from the data when it is on disk) to the
+    embedding; with `authors`, the authors' plotted values for the same network and dataset (open
+    rings, dotted DNN; `paper.FIGURE2`)."""
+    from . import paper, probing
+
+    def panel(ax, run, model, dataset):
         last = run.last_step(split="test", metric=metric, pca=0)
         order = [layer for layer in run.config.probe_layers if layer in set(last.layer)]
-        x = np.arange(len(order))
+        theirs, their_dnn = paper.figure2(model, dataset) if authors else (None, None)
+        c = run.config
+        first = probing.input_knn(c.dataset, tuple(ks), metric, c.pixels, c.limit) if inputs else None
+        axis = (["input"] if first or theirs is not None else []) + order
+        x = {layer: i for i, layer in enumerate(axis)}
         for k in ks:
             acc = last[last.k == k].set_index("layer").knn_acc.reindex(order)
-            ax.plot(x, 100 * acc.values, "o", color=LAYER_K_COLOURS.get(k), label=f"k-NN k={k}", ms=4)
-        dnn = last.dnn_acc.iloc[0]
-        ax.axhline(100 * dnn, color=DNN, ls="--", label="DNN")
-        ax.set_xticks(x, order, rotation=70, fontsize=7)
+            pts = ([100 * first[k]] if first else []) + list(100 * acc.values)
+            ax.plot([x[a] for a in (["input"] if first else []) + order], pts, "o-", lw=0.8,
+                    color=LAYER_K_COLOURS.get(k), label=f"k-NN k={k}", ms=4)
+            if theirs is not None:
+                t = theirs[(theirs.k == k) & theirs.layer.isin(list(x))]
+                ax.plot([x[a] for a in t.layer], t.knn_acc, "o", mfc="none", color=LAYER_K_COLOURS.get(k), ms=6,
+                        label="the authors' values (rings)" if k == ks[0] else None)
+        ax.axhline(100 * last.dnn_acc.iloc[0], color=DNN, ls="--", label="DNN")
+        if their_dnn is not None:
+            ax.axhline(their_dnn, color="grey", ls=":", label="the authors' DNN")
+        ax.set_xticks(range(len(axis)), axis, rotation=70, fontsize=7)
         ax.set_ylabel("test accuracy (%)")
     return panel

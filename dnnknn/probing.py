@@ -16,6 +16,7 @@ paper normalises because its networks do (their last layer reads the L2-normalis
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +26,7 @@ import torch
 from . import knn as knnlib
 from .errors import ConfigError
 from .metrics import agreement
+from .names import PAPER_METRIC
 from .train import embed_batch
 
 
@@ -171,3 +173,22 @@ def probe(model: torch.nn.Module, train, test, layer="embedding", k=30, metric="
             rows.append({"layer": name, "metric": mt, "k": kk, **agreement(pred, dnn, labels)})
     table = pd.DataFrame(rows).set_index(["layer", "metric", "k"])
     return ProbeReport(table, preds, labels)
+
+
+@functools.lru_cache(maxsize=8)
+def input_knn(dataset: str, ks=(1, 5, 30, 100), metric: str = PAPER_METRIC, pixels: str = "standardised",
+              limit=None, data_dir=None) -> dict[int, float] | None:
+    """Figure 2's first point: the k-NN test accuracy on the input images, globally average pooled as
+    every 2-D layer is (one value per channel). {k: accuracy}; None where the dataset is not on disk."""
+    from .data import load_dataset
+    from .errors import DataNotFoundError
+    from .knn import KNNClassifier
+
+    try:
+        ds = load_dataset(dataset, data_dir, limit=limit, pixels=pixels, download=False)
+    except DataNotFoundError:
+        return None
+    pooled = [x.mean((2, 3)).numpy() for x in (ds.x_train, ds.x_test)]  # (N, C)
+    pred = KNNClassifier(k=max(ks), metric=metric).fit(pooled[0], ds.y_train.numpy()).predict_many(pooled[1], ks)
+    y = ds.y_test.numpy()
+    return {k: float((pred[(metric, k)] == y).mean()) for k in ks}

@@ -13,10 +13,7 @@ profile:
   10 runs for Table 1. Without a GPU only runs already in the store (or `results/`) and the
   MNIST runs of MLP-640 and LeNet are trained; the others show as "not run here".
 
-Parameters are checked by `_check_types` (20 lines against the fields' annotations) and
-`Params._check_values`, not by pydantic or typeguard: either would add a dependency to every page's
-kernel to replace the type half only, and the messages here name the parameter and its allowed values
-in the book's words (`-p models '["vgg"]'`: "unknown model 'vgg'; allowed: mlp640, lenet, wrn").
+Parameters are checked by `_check_types` (against the fields' annotations) and `Params._check_values`.
 """
 from __future__ import annotations
 

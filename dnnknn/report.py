@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 from .experiments import dataset_name, section
 from .profiles import CPU_FILL, NOT_RUN, TABLE1_KS, Params, fits_cpu
+from .names import PAPER_K, PAPER_METRIC
+from .metrics import spread  # noqa: F401 - report.spread: the pages' mean ± std over runs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -111,7 +113,7 @@ def sources(P: Params, runs: dict, cfgs: dict) -> str:
     return text.strip()
 
 
-def final_accuracy_table(runs: dict, split="test", k=30, metric="l1") -> "pd.DataFrame":
+def final_accuracy_table(runs: dict, split="test", k=PAPER_K, metric=PAPER_METRIC) -> "pd.DataFrame":
     """The last evaluation's DNN and k-NN accuracy (%). runs: {(model, dataset): Run or None}."""
     import pandas as pd
     from .plots import name
@@ -129,7 +131,7 @@ def final_accuracy_table(runs: dict, split="test", k=30, metric="l1") -> "pd.Dat
     return pd.DataFrame(rows).set_index(["model", "dataset"])
 
 
-def me_support(run, k=30, metric="l1", split="test") -> str:
+def me_support(run, k=PAPER_K, metric=PAPER_METRIC, split="test") -> str:
     """'ME from N mistakes, standard error S': how many of the DNN's mistakes ME is computed on at
     the last evaluation, and its binomial standard error sqrt(ME (1 - ME) / N)."""
     import math
@@ -142,15 +144,15 @@ def me_support(run, k=30, metric="l1", split="test") -> str:
     return f"ME from {wrong} mistakes of {n:,}, standard error {math.sqrt(f.ME * (1 - f.ME) / wrong):.3f}"
 
 
-def generalization_gaps(run, k=30, metric="l1") -> tuple[float, float]:
-    """Appendix C: (DNN, k-NN) train accuracy - test accuracy (%) at the last evaluation."""
+def generalization_gaps(run, k=PAPER_K, metric=PAPER_METRIC, step: int | None = None) -> tuple[float, float]:
+    """Appendix C: (DNN, k-NN) train accuracy - test accuracy (%) at `step` (None: the last evaluation)."""
     from .metrics import generalization_error
 
-    te, tr = run.final(split="test", k=k, metric=metric), run.final(split="train", k=k, metric=metric)
+    te, tr = run.at(step, split="test", k=k, metric=metric), run.at(step, split="train", k=k, metric=metric)
     return (100 * generalization_error(tr.dnn_acc, te.dnn_acc), 100 * generalization_error(tr.knn_acc, te.knn_acc))
 
 
-def generalization_table(runs: dict, k=30, metric="l1", wide: bool = False) -> "pd.DataFrame":
+def generalization_table(runs: dict, k=PAPER_K, metric=PAPER_METRIC, wide: bool = False) -> "pd.DataFrame":
     """Appendix C's gaps (%) for the DNN and the k-NN. runs: {(model, dataset): a Run (its value),
     a list of runs (mean ± std over seeds), or None}. wide: laid out as the paper's Table 2, a DNN
     and a k-NN line per model, a column per dataset."""
@@ -199,16 +201,6 @@ def robustness_table(runs_by_seed: dict, ks=TABLE1_KS) -> "pd.DataFrame":
             table[(shown, metric.upper())] = col
     index = [f"{k}{' + PCA' if p else ''}" for k in ks for p in (0, 64)] + ["DNN accuracy"]
     return pd.DataFrame(table, index=pd.Index(index, name="k"))
-
-
-def spread(values) -> tuple[float, float, int]:
-    """(mean, sample std, n) of the defined (non-NaN) values; std is NaN for fewer than two."""
-    import numpy as np
-
-    v = np.asarray([x for x in values if not np.isnan(x)], dtype=float)
-    if len(v) == 0:
-        return float("nan"), float("nan"), 0
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"), len(v)
 
 
 def fmt_spread(values, digits: int = 2) -> str:

@@ -1,13 +1,44 @@
-"""The verdict rule, the paper's printed numbers, and the figures' labels."""
+"""The verdict: the rule, the verdict words, and claims judged from small constructed runs (data, not prose)."""
+import ast
+import inspect
 import math
 
 import matplotlib
+import pandas as pd
 import pytest
 
-from dnnknn import RunConfig, claims
+from dnnknn import RunConfig, claims, paper
+from dnnknn.claims import Check, Claim, Evidence
 from dnnknn.paper import STATED, Stated
+from dnnknn.runs import Run
 
 matplotlib.use("Agg")
+
+
+class FakeRun(Run):
+    """A run built from a few numbers: `curve` {step: (dnn_acc, knn_acc)} on the test set (MC, ME and
+    P_SAME derived simply), optional training-set rows and layers at the last step."""
+
+    def __init__(self, curve, dataset="mnist", model="mlp640", train=None, layers=None, key="fake", seed=0):
+        rows = []
+        for split, c in (("test", curve), ("train", train or {})):
+            for step, (dnn, knn) in c.items():
+                rows.append(dict(step=step, split=split, layer="embedding", metric="l1", k=30, pca=0, dnn_acc=dnn,
+                                 knn_acc=knn, MC=knn, ME=0.5, P_SAME=1 - abs(dnn - knn)))
+        last = max(curve)
+        for layer, acc in (layers or {}).items():  # "embedding" is the curve's own row
+            if layer != "embedding":
+                rows.append(dict(step=last, split="test", layer=layer, metric="l1", k=30, pca=0, dnn_acc=curve[last][0],
+                                 knn_acc=acc, MC=1.0, ME=0.5, P_SAME=1.0))
+        self.measures = pd.DataFrame(rows)
+        self.config = RunConfig(dataset=dataset, model=model, steps=last, eval_steps=tuple(sorted(curve)),
+                                probe_layers=tuple(layers or ()), seed=seed)
+        self.meta, self.path = {}, None
+        self._key = key
+
+    @property
+    def key(self):
+        return self._key
 
 
 def test_printed_precision():
@@ -18,25 +49,133 @@ def test_printed_precision():
     assert STATED[("mlp640", "mnist", "|k-NN − DNN| (%)")].value == 4.44
 
 
-def test_numeric_rule():
+def test_the_one_rule():
     st = Stated("≈ 0.997", "")
-    # the issue's example: 0.9957 ± 0.0004 against ≈ 0.997 is within 2 std + a unit of the last digit
-    assert claims.numeric(st, [0.9953, 0.9957, 0.9961], "MC", "MC").held
-    assert not claims.numeric(Stated("4.44", ""), [1.2, 1.35, 1.5], "k-NN − DNN (%)", "gap").held
-    one = claims.numeric(Stated("4.44", ""), [4.44 + 0.004], "k-NN − DNN (%)", "gap")
-    assert one.held and "1 seed" in one.evidence
-    off = claims.numeric(Stated("4.44", ""), [4.44 + 0.006], "k-NN − DNN (%)", "gap")
-    assert not off.held and "|difference| 0.006 > 0.005" in off.evidence  # digits until the two differ
-    assert claims.numeric(st, [], "MC", "MC").held is None
-    assert claims.numeric(st, [float("nan"), 0.997], "MC", "MC").held  # undefined values left out
+    assert paper.agrees(st, [0.9953, 0.9957, 0.9961]).held  # within 2 std + a unit of the last digit
+    assert not paper.agrees(Stated("4.44", ""), [1.2, 1.35, 1.5]).held
+    assert paper.agrees(Stated("4.44", ""), [4.444]).held and not paper.agrees(Stated("4.44", ""), [4.446]).held
+    assert paper.agrees(st, []).held is None
+    assert paper.agrees(st, [float("nan"), 0.997]).held  # undefined values left out
+    assert paper.diff_text(0.006, 0.005, 2) == "|difference| 0.006 > 0.005"  # digits until the two differ
 
 
-def test_combine():
-    C = claims.Check
-    assert claims.combine([C(True, ""), C(None, "")]) == claims.REPRODUCED
-    assert claims.combine([C(True, ""), C(False, "")]) == claims.PARTLY
-    assert claims.combine([C(False, ""), C(None, "")]) == claims.NOT
-    assert claims.combine([C(None, "")]) == claims.NOT_RUN
+def _claim(checks, settings):
+    return Claim("c", "w", "p", tuple(settings), "t", checks)
+
+
+def test_verdict_words_say_how_much_was_run():
+    own, other = ("lenet", "mnist"), ("wrn", "mnist")
+    ok, bad = Check((own,), "q", "p", [1.0], True), Check((own,), "q", "p", [1.0], False)
+    copy = Check((("lenet", "cifar10"),), "q", "p", [1.0], True, data="cifar10-jpeg")
+    assert _claim([ok], [own]).verdict == claims.REPRODUCED
+    assert _claim([ok], [own, other]).verdict == claims.HOLDS  # a setting not run
+    assert _claim([copy], [("lenet", "cifar10")]).verdict == claims.HOLDS  # run on a stand-in only
+    assert _claim([ok, bad], [own]).verdict == claims.PARTLY
+    assert _claim([bad], [own]).verdict == claims.NOT
+    assert _claim([Check((own,), "q", "p")], [own]).verdict == claims.NOT_RUN
+    assert _claim([ok, copy], [own, ("lenet", "cifar10")]).covered() == ({own}, {("lenet", "cifar10")})
+
+
+def _mlp_runs(gap500, gap1000, n=3):
+    return [FakeRun({0: (0.1, 0.8), 100: (0.8, 0.9), 500: (0.90, 0.90 + gap500 / 100),
+                     1000: (0.90, 0.90 + gap1000 / 100)}, train={1000: (0.91, 0.91)}, seed=s, key=f"k{s}")
+            for s in range(n)]
+
+
+def test_the_444_is_read_at_step_500_of_the_run():
+    at500 = claims.mlp_gap_mnist(Evidence.of({("mlp640", "mnist", "main"): _mlp_runs(4.44, 1.0)}))
+    (c,) = at500.checks
+    assert c.step == 500 and c.values == pytest.approx([4.44] * 3) and c.held
+    assert at500.verdict == claims.REPRODUCED
+    wrong = claims.mlp_gap_mnist(Evidence.of({("mlp640", "mnist", "main"): _mlp_runs(1.0, 4.44)}))
+    assert wrong.checks[0].values == pytest.approx([1.0] * 3) and wrong.verdict == claims.NOT
+    last = [f for f in wrong.facts if f.kind == "at_last_step"][0]
+    assert last.values["values"] == pytest.approx([4.44] * 3)  # the last step is shown, not judged
+
+
+def test_table2_mnist_cells_read_the_500_step_runs():
+    t2 = [FakeRun({500: (0.90, 0.95)}, train={500: (0.91, 0.955)}, key=f"t{s}", seed=s) for s in range(3)]
+    ev = Evidence.of({("mlp640", "mnist", "table2"): t2, ("mlp640", "mnist", "main"): _mlp_runs(4.4, 4.4)})
+    cl = claims.table2_values(ev)
+    mlp = [c for c in cl.checks if c.settings == (("mlp640", "mnist"),)]
+    assert [c.runs for c in mlp] == [("t0", "t1", "t2")] * 2  # read from the 500-step runs, not the main ones
+    assert mlp[0].values == pytest.approx([1.0] * 3) and mlp[1].values == pytest.approx([0.5] * 3)
+    assert [c.held for c in mlp] == [False, False]  # Table 2: 0.8 and 0.4
+
+
+def test_figure2_holds_the_authors_plotted_values():
+    # plots/lenet_knn_layer_plots.py at 48646ef: LeNet on MNIST, k = 30; and on CIFAR-10, the DNN
+    by_k, dnn = paper.FIGURE2[("lenet", "mnist")]
+    assert by_k[30] == [13.86, 73.37, 70.18, 97, 96.88, 99.06] and dnn == 98.84
+    assert paper.FIGURE2[("lenet", "cifar10")][1] == 84.75
+    # plots/wrn_knn_layer_plots.py at 48646ef: the Wide-ResNet on CIFAR-10, k = 30, unit_3_2 (ours unit_3_1) to the end
+    wrn = dict(zip(paper.FIGURE2_LAYERS["wrn"], paper.FIGURE2[("wrn", "cifar10")][0][30]))
+    assert [wrn["unit_3_1"], wrn["unit_3_2"], wrn["embedding"]] == [94.48, 95.2, 95.2]
+    assert paper.PAPER_UNIT["unit_2_2"] == "unit_2_1"
+
+
+def test_the_layers_test_passes_the_authors_own_figure_and_can_fail():
+    for (m, d), (by_k, dnn) in paper.FIGURE2.items():  # a test the paper's own figure fails is the wrong test
+        assert claims.layers_test(by_k[30][1:], dnn)[0], (m, d)
+    assert not claims.layers_test([90, 80, 70, 60, 99], 99)[0]  # falls with depth
+    assert not claims.layers_test([10, 20, 30, 40, 90], 99)[0]  # rises, but misses the DNN
+    named = {"mnist": "unit_2_2", "cifar10": "unit_3_2", "cifar100": "unit_3_3"}
+    for d, unit in named.items():
+        by_k, dnn = paper.FIGURE2[("wrn", d)]
+        assert claims.first_within(by_k[30], paper.FIGURE2_LAYERS["wrn"], dnn) == paper.PAPER_UNIT[unit]
+
+
+def test_layers_claim_from_runs():
+    good = FakeRun({0: (0.1, 0.5), 1000: (0.99, 0.99)}, model="lenet",
+                   layers={"conv1": 0.77, "pool1": 0.72, "conv2": 0.96, "pool2": 0.97, "embedding": 0.99})
+    flat = FakeRun({0: (0.1, 0.5), 1000: (0.99, 0.99)}, model="lenet",
+                   layers={"conv1": 0.97, "pool1": 0.96, "conv2": 0.95, "pool2": 0.94, "embedding": 0.99})
+    assert claims.layers_rise(Evidence.of({("lenet", "mnist", "main"): [good]})).verdict == claims.HOLDS
+    assert claims.layers_rise(Evidence.of({("lenet", "mnist", "main"): [flat]})).verdict == claims.NOT
+
+
+def test_new_depth_claims_from_runs():
+    mlp = [FakeRun({0: (0.1, 0.8), 100: (0.8, 0.9), 500: (0.9, 0.94), 1000: (0.9, 0.94)})]
+    lenet = [FakeRun({0: (0.1, 0.8), 100: (0.97, 0.98), 500: (0.99, 0.99), 1000: (0.99, 0.985)}, model="lenet")]
+    ev = Evidence.of({("mlp640", "mnist", "main"): mlp, ("lenet", "mnist", "main"): lenet})
+    deeper = claims.deeper_mc_me(ev)
+    assert [c.held for c in deeper.checks] == [True, True] and deeper.verdict == claims.HOLDS
+    assert deeper.checks[0].values[0] < deeper.checks[0].values[1]  # MLP-640's MC, then LeNet's
+    assert claims.deeper_mc_me(Evidence.of({("mlp640", "mnist", "main"): lenet,
+                                            ("lenet", "mnist", "main"): mlp})).checks[0].held is False
+    wrn = [FakeRun({0: (0.1, 0.8), 100: (0.5, 0.9), 1000: (0.995, 0.995)}, model="wrn")]
+    late = claims.lenet_early_wrn_late(Evidence.of({("lenet", "mnist", "main"): lenet, ("wrn", "mnist", "main"): wrn}))
+    assert late.checks[0].held and late.verdict == claims.HOLDS
+    assert claims.lenet_early_wrn_late(Evidence.of({})).verdict == claims.NOT_RUN
+
+
+def test_a_gap_that_does_not_close_is_described_from_the_runs():
+    below = FakeRun({0: (0.1, 0.5), 10: (0.79, 0.80), 20: (0.822, 0.810), 30: (0.828, 0.815), 40: (0.830, 0.818)},
+                    dataset="cifar10-jpeg", model="lenet")
+    late = claims.late_gap([below])
+    assert late["side"] == "below" and late["from_step"] == 20
+    assert (round(late["lo"], 1), round(late["hi"], 1)) == (1.2, 1.3)
+    cl = claims.gap_closes(Evidence.of({("lenet", "cifar10", "main"): [below]}))
+    assert cl.verdict == claims.NOT and cl.checks[0].data == "cifar10-jpeg"
+    assert [f.kind for f in cl.facts][:1] == ["late_gap"]
+    above = FakeRun({0: (0.1, 0.5), 10: (0.79, 0.80), 20: (0.82, 0.83), 30: (0.82, 0.84), 40: (0.82, 0.85)})
+    assert claims.late_gap([above, below]) is None  # the sign changes between runs
+
+
+def test_each_claim_is_a_short_function():
+    src = inspect.getsource(claims)
+    for node in ast.walk(ast.parse(src)):
+        if isinstance(node, ast.FunctionDef):
+            assert node.end_lineno - node.lineno + 1 <= 60, node.name
+
+
+def test_every_claim_renders_without_runs():
+    from dnnknn import verdict
+    cls = [fn(Evidence.of({})) for fn in claims.CLAIMS]
+    assert all(cl.verdict == claims.NOT_RUN for cl in cls if cl.text != "c")
+    assert set(verdict.counts(cls)) == set(claims.VERDICTS) and verdict.details(cls)
+    assert list(verdict.summary(cls).columns) == ["claim", "where in the paper", "the paper's value",
+                                                  "ours (mean ± std, n)", "settings run / claimed", "verdict"]
 
 
 def test_training_flops_are_counted_not_guessed():
@@ -44,7 +183,6 @@ def test_training_flops_are_counted_not_guessed():
     # 784 -> 640 -> 10 at batch 200: forward 2 FLOPs per weight, backward 2 for the weights' gradient
     # and 2 for the input's, which the first layer does not need
     assert mlp == pytest.approx(10 * 200 * (4 * 784 * 640 + 6 * 640 * 10), rel=0.02)
-    assert claims.duration(30) == "under a minute" and claims.duration(600) == "10 min" and claims.duration(7200) == "2.0 h"
 
 
 def test_every_panel_labels_its_axes(tmp_path):
@@ -65,55 +203,3 @@ def test_random_labels_train_without_augmentation_by_default():
     assert RunConfig(labels="random").resolve().pad_fill is None
     assert RunConfig(labels="random", augment=True).resolve().augment is True
     assert RunConfig().resolve().augment is True
-
-
-def test_a_gap_that_does_not_close_is_described_from_the_runs():
-    import pandas as pd
-
-    class Fake:  # a run's test curve: k-NN and DNN accuracy by step
-        def __init__(self, knn, dnn):
-            self.t = pd.DataFrame({"step": [0, 10, 20, 30, 40], "knn_acc": knn, "dnn_acc": dnn})
-
-        def table(self, split, k, metric):
-            return self.t
-
-    below = Fake([0.5, 0.80, 0.810, 0.815, 0.818], [0.1, 0.79, 0.822, 0.828, 0.830])
-    assert claims._late_gap([below]) == "1.2 to 1.3 points below its DNN at every evaluation from step 20 on"
-    above = Fake([0.5, 0.80, 0.83, 0.84, 0.85], [0.1, 0.79, 0.82, 0.82, 0.82])
-    assert claims._late_gap([above]).startswith("1.0 to 3.0 points above")
-    assert claims._late_gap([above, below]) is None  # the sign changes between runs: no one side to name
-
-
-def test_the_weight_decay_run_is_read_and_judged_against_table_2():
-    import pandas as pd
-
-    class Fake:  # a run's final accuracies, (DNN, k-NN) on each split
-        def __init__(self, train, test, key="k"):
-            self.acc, self.key = {"train": train, "test": test}, key
-            self.meta = {"wall_time_s": 7200.0, "device_name": "cpu (x86_64, 2 cores)"}
-
-        def final(self, split, k, metric):
-            return pd.Series({"dnn_acc": self.acc[split][0], "knn_acc": self.acc[split][1]})
-
-    authors = [Fake((0.999, 0.999), (0.83, 0.82))]  # gaps 16.9 / 17.9
-    table2 = (6.8, 7.9)
-    assert "Not run here: `CMD`" in claims._weight_decay_test(None, authors, table2, "CMD")
-    agree = claims._weight_decay_test(Fake((0.80, 0.80), (0.732, 0.721), key="wd"), authors, table2, "CMD")
-    assert "wd" in agree and "DNN 6.80 and k-NN 7.90" in agree and "Both agree" in agree
-    assert "80.00 on the training set and 73.20 on the test set, against 83.00" in agree
-    part = claims._weight_decay_test(Fake((0.90, 0.90), (0.80, 0.79)), authors, table2, "CMD")
-    assert "DNN 10.00 and k-NN 11.00" in part and "explains part of the difference" in part
-    worse = claims._weight_decay_test(Fake((1.0, 1.0), (0.80, 0.79)), authors, table2, "CMD")
-    assert "does not explain" in worse
-
-
-def test_the_weight_decay_command_trains_the_run_the_claims_page_reads():
-    from dnnknn import __version__, experiments
-    from dnnknn.cli import config_from_args, parser
-    from dnnknn.profiles import Params
-
-    P = Params.from_notebook(profile="paper", train_missing=False)
-    cfg = experiments.weight_decay_config(P, "cifar10-jpeg", "lenet", seed=1)
-    args = parser().parse_args(experiments.weight_decay_command(cfg).split()[3:] + ["--device", "cpu"])
-    assert config_from_args(args).key(__version__) == cfg.key(__version__)
-    assert cfg.resolve().weight_decay_rule == "paper-text" and cfg.resolve().eval_train

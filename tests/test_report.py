@@ -122,9 +122,10 @@ def test_captions_say_what_made_a_panel_and_what_would_fill_one(runs):
 
 
 def test_paper_rule_and_stated_numbers():
-    assert paper.within(0.5, [0.4, 0.6]) == "yes"
-    assert paper.within(0.9, [0.4, 0.41]).startswith("no (")
-    assert paper.within(None, [0.4, 0.6]) == "—" and paper.within(0.5, [0.4]) == "no spread (1 run)"
+    st = paper.Stated("0.5", "")
+    assert paper.agrees(st, [0.4, 0.6]).text(2).startswith("yes")
+    assert paper.agrees(st, [0.4, 0.41]).text(2).startswith("no (|difference|")
+    assert paper.agrees(st, []).text(2) == "—"
     rows = list(paper.stated_rows())
     random = [q for m, d, q, st in rows if d == "cifar100" and "random-label" in q]
     assert sorted(random) == ["DNN random-label training accuracy (%)", "k-NN random-label training accuracy (%)"]

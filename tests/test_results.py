@@ -35,3 +35,43 @@ def test_committed_results_are_consistent(path):
         got = agreement(knn, p[pred_key(r.step, r.split)], p[f"labels/{r.split}"])
         for name in ("dnn_acc", "knn_acc", "MC", "ME", "P_SAME"):  # NaN only where NaN is right
             assert got[name] == pytest.approx(getattr(r, name), nan_ok=True), (r, name)
+
+
+def _paper_profile():
+    from dnnknn.profiles import Params
+    return Params.from_notebook(profile="paper", n_runs=3, train_missing=False, runs_dir=str(RESULTS_DIR))
+
+
+def test_page_09_and_the_claims_page_agree_on_every_value_they_both_judge():
+    from dnnknn import claims, paper
+    full = _paper_profile()
+    page09 = {(j.model, j.dataset, j.quantity): j for j in paper.stated_judged(full)}
+    shared = 0
+    for cl in claims.evaluate(None, full):
+        for c in cl.checks:
+            if c.tol is None:  # a qualitative test: page 09 does not judge it
+                continue
+            (model, dataset), = c.settings
+            j = page09.get((model, dataset, c.quantity))
+            if j is None:  # a raw-pixel run's cell: the claims page only
+                continue
+            shared += 1
+            assert (c.held, c.step, c.runs) == (j.agreement.held, j.step, tuple(r.key for r in j.runs)), (cl.text, c)
+    assert shared >= 10
+
+
+def test_the_500_step_runs_are_the_first_500_steps_of_the_1000_step_runs():
+    """Table 2's MNIST runs stop where the authors' did; their step-500 test numbers are the main runs', up to
+    float rounding: the runs were trained on different CPUs (an Intel Xeon and an AMD EPYC), whose
+    convolution kernels round differently, so LeNet's trajectories part by a few test images."""
+    from dnnknn import experiments
+    full = _paper_profile()
+    for m in ("mlp640", "lenet"):
+        short, main = experiments.seed_runs(full, m, "mnist", "table2"), experiments.seed_runs(full, m, "mnist")
+        if not short:
+            pytest.skip("the 500-step MNIST runs are not in results/")
+        for s, r in zip(short, main):
+            assert s.config.seed == r.config.seed and s.config.steps == 500
+            a, b = s.at(500), r.at(500)
+            assert (a.dnn_acc, a.knn_acc) == pytest.approx((b.dnn_acc, b.knn_acc), abs=1.5e-3), (m, s.key, r.key)
+            assert s.at(500, split="train").dnn_acc > 0  # the training set evaluated at step 500
