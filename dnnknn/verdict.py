@@ -106,7 +106,23 @@ def _indicative(v) -> str:
     return f"Indicative only, the {v['what']}: {v['quantity']} {vals}{held}."
 
 
+def _raw_vs_standardised(v) -> str:
+    r, s = v["raw"], v["standardised"]
+    t2 = v["table2"]
+    return (f"LeNet on {name(v['data'])} on raw pixels, as the authors trained the paper's CIFAR-10 LeNet (run "
+            f"{', '.join(v['keys'])}): DNN test accuracy {_spread(r['DNN test acc (%)'])}% (standardised: "
+            f"{_spread(s['DNN test acc (%)'])}%; the authors' Figure 2 file: {v['authors_dnn']:.2f}%), k-NN − DNN "
+            f"{_spread(r['k-NN − DNN (%)'])} points (standardised: {_spread(s['k-NN − DNN (%)'])}), generalisation "
+            f"errors DNN {_spread(r['DNN generalisation gap (%)'])} and k-NN {_spread(r['k-NN generalisation gap (%)'])} "
+            f"(standardised: {_spread(s['DNN generalisation gap (%)'])} and {_spread(s['k-NN generalisation gap (%)'])}; "
+            f"Table 2: {t2[0]:.1f} and {t2[1]:.1f}).")
+
+
 FACTS = {  # a Fact's kind -> its sentence
+    "raw_vs_standardised": _raw_vs_standardised,
+    "raw_pending": lambda v: (f"The run as the authors trained the paper's CIFAR-10 LeNet, on raw pixels "
+                              f"(`experiments.raw_pixels_config`: the same run with `pixels='raw'`), is not in "
+                              f"results/ yet; on {name(v['data'])} it takes about 3 h on a 2-core CPU."),
     "late_gap": lambda v: (f"On {name(v['data'])} LeNet's k-NN does not close on its DNN in the second half of "
                            f"training: it stays {v['lo']:.1f} to {v['hi']:.1f} points {v['side']} it at every "
                            f"evaluation from step {v['from_step']:,} on ({v['n']} seed{'s' * (v['n'] > 1)})."),

@@ -203,3 +203,18 @@ def test_random_labels_train_without_augmentation_by_default():
     assert RunConfig(labels="random").resolve().pad_fill is None
     assert RunConfig(labels="random", augment=True).resolve().augment is True
     assert RunConfig().resolve().augment is True
+
+
+def test_the_raw_pixel_run_is_judged_beside_the_standardised_one():
+    def lenet(end, key):
+        return FakeRun({0: (0.1, 0.3), 2500: (0.7, 0.72), 50000: end}, dataset="cifar10-jpeg", model="lenet",
+                       train={50000: (0.999, 0.999)}, key=key)
+    std, raw = [lenet((0.830, 0.818), "std")], [lenet((0.845, 0.843), "raw")]
+    alone = claims.gap_closes(Evidence.of({("lenet", "cifar10", "main"): std}))
+    assert [f.kind for f in alone.facts if f.kind.startswith("raw")] == ["raw_pending"]
+    both = claims.gap_closes(Evidence.of({("lenet", "cifar10", "main"): std, ("lenet", "cifar10", "raw"): raw}))
+    assert [c.held for c in both.checks] == [False, True] and "raw pixels" in both.checks[1].quantity
+    (fact,) = [f for f in both.facts if f.kind == "raw_vs_standardised"]
+    assert fact.values["raw"]["DNN test acc (%)"] == pytest.approx([84.5]) and fact.values["authors_dnn"] == 84.75
+    t2 = claims.table2_values(Evidence.of({("lenet", "cifar10", "main"): std, ("lenet", "cifar10", "raw"): raw}))
+    assert [c.runs for c in t2.checks if c.settings == (("lenet", "cifar10"),)] == [("std",), ("raw",)] * 2

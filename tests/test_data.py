@@ -122,3 +122,23 @@ def test_real_mnist_from_shared_data():
     d = load_dataset("mnist", root=SHARED_DATA, download=False)
     assert d.x_train.shape == (60000, 1, 28, 28) and d.x_test.shape == (10000, 1, 28, 28)
     assert np.bincount(d.y_test.numpy()).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_raw_pixels_are_the_0_255_values_and_train_with_a_black_border(tmp_path):
+    """The authors' CIFAR-10 LeNet saw the pixels as floats, padded with zeros (black), not standardised
+    (`lib/datasets/dataset_wrapper.py` at 220d888, lines 238-256)."""
+    from dnnknn import RunConfig, RunStore
+    raw, std = load_dataset("mnist5k", pixels="raw"), load_dataset("mnist5k")
+    assert raw.x_train.min() == 0 and raw.x_train.max() == 255 and raw.black_train is None
+    torch.testing.assert_close(standardize(raw.x_train[:50]), std.x_train[:50], atol=1e-5, rtol=0)
+    g = torch.Generator().manual_seed(1)
+    a = augment(raw.x_train[:8], flip=False, generator=g)  # the raw border: 0, black
+    assert a.min() == 0 and torch.equal(a.round(), a)  # nothing rescaled
+    with pytest.raises(ConfigError, match="pixels must be one of"):
+        load_dataset("mnist5k", pixels="scaled")
+    cfg = RunConfig(dataset="mnist5k", model="lenet", steps=4, eval_steps=(0, 4), limit=(300, 100), pixels="raw")
+    assert cfg.key("v") != RunConfig(**{**cfg.__dict__, "pixels": "standardised"}).key("v")
+    assert "pixels" not in RunConfig().identity()  # the default keeps every earlier run's key
+    assert "raw pixels" in cfg.label()
+    run = RunStore(tmp_path).get(cfg, progress=False)
+    assert run.config.pixels == "raw" and 0 <= run.final().knn_acc <= 1
