@@ -314,6 +314,9 @@ def main(args) -> int:
     for noisy in ("traitlets", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     todo = PAGES
+    if args.only is not None and not all(o.strip() for o in args.only):
+        raise ConfigError(f"--only takes page names (prefixes, e.g. 01 paper/03), got {args.only}; "
+                          f"pages: {[p[1].removesuffix('.ipynb') for p in PAGES]}")
     if args.only:
         todo = select(PAGES, args.only, args.profile)
         if not todo:
@@ -325,6 +328,12 @@ def main(args) -> int:
         extra[item[0]] = _parse_value(item[1])
     if args.profile:
         extra["profile"] = args.profile
+    for name in ("runs_dir", "data_dir"):  # relative to where the command runs, not to each page's folder
+        if isinstance(extra.get(name), str) and extra[name]:
+            extra[name] = str(Path(extra[name]).expanduser().absolute())
+    if isinstance(extra.get("data_dir"), str) and not Path(extra["data_dir"]).is_dir():
+        raise ConfigError(f"parameter 'data_dir': {extra['data_dir']} is not a folder; pass the folder that holds "
+                          f"the datasets (-p data_dir PATH or DNNKNN_DATA)")
     from .profiles import Params
     for _, _, params in todo:  # a wrong parameter stops here, in one line, before any page runs
         P = Params.from_notebook(**{**params, **extra})
@@ -353,9 +362,13 @@ def _train_eval_seconds(page: str, since: float, runs_dir: str | None = None) ->
     root = ROOT / (Path(runs_dir).expanduser() if runs_dir else default_store_dir())  # an absolute path stays
     train = knn = 0.0
     for m in root.glob("*/meta.json"):
-        if m.stat().st_mtime < since:
+        if m.parent.name.startswith(".") or m.stat().st_mtime < since:  # .tmp-*: a run being written
             continue
-        meta = json.loads(m.read_text())
+        try:
+            meta = json.loads(m.read_text())
+            meta["wall_time_s"] + 0.0
+        except (ValueError, KeyError, TypeError, OSError):  # a damaged record: the store reports it when read
+            continue
         if meta.get("page") == page:
             knn += meta.get("eval_time_s", 0.0)
             train += meta["wall_time_s"] - meta.get("eval_time_s", 0.0)

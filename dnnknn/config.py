@@ -5,6 +5,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 from dataclasses import dataclass
 
 from .errors import ConfigError
@@ -29,6 +30,7 @@ LEGACY_IDENTITY = {"pad_fill": ("zero", None), "full_eval_steps": (None,), "neig
 RECORD_DEFAULTS = {"pad_fill": "zero"}
 # The authors' learning-rate drops, as fractions of the steps: CIFAR epochs 60/120/160 of 200
 # (`train_simple_cifar10.ini`); MNIST global steps 150/300/400 of 1,000 (`train_simple.ini` at 501a6cb)
+MAX_WEIGHT_DECAY = 10.0  # beyond it the decay alone wipes the weights out (and rate² overflows float32 near 1e19)
 CIFAR_SCHEDULE = (0.3, 0.6, 0.8)
 MNIST_SCHEDULE = (0.15, 0.3, 0.4)
 # Only the real MNIST: the authors' drops are fixed steps for 1,000 steps over 60,000 images (the book's
@@ -79,6 +81,12 @@ class RunConfig:
     precision: str = "fp32"       # one of PRECISIONS
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):  # numpy integers (np.int64(100)) are ints: stored as Python ints
+            v = getattr(self, f.name)
+            if isinstance(v, numbers.Integral) and not isinstance(v, (bool, int)):
+                object.__setattr__(self, f.name, int(v))
+            elif isinstance(v, tuple) and any(isinstance(x, numbers.Integral) and not isinstance(x, (bool, int)) for x in v):
+                object.__setattr__(self, f.name, tuple(int(x) if isinstance(x, numbers.Integral) else x for x in v))
         _validate(self)
 
     def resolve(self) -> "RunConfig":
@@ -229,7 +237,7 @@ def _validate(c: RunConfig):
     need(c.model in MODELS, f"unknown model {c.model!r}; choose one of {', '.join(MODELS)}")
     need(c.optimizer in OPTIMIZERS, f"unknown optimizer {c.optimizer!r}; choose one of {OPTIMIZERS}")
     need(c.labels in LABELS, f"labels must be one of {LABELS}, got {c.labels!r}")
-    need(_is_int(c.steps) and c.steps > 0, f"steps must be a positive integer, got {c.steps!r}")
+    need(_is_int(c.steps) and c.steps > 0, f"steps must be a positive integer (a Python or numpy int), got {c.steps!r}")
     for name in ("seed", "label_seed"):  # the generators take (seed * 1,000,003 + ...) as a 64-bit int
         v = getattr(c, name)
         need(_is_int(v) and 0 <= v < 2**31, f"{name} must be an integer from 0 to 2**31 - 1, got {v!r}")
@@ -246,18 +254,22 @@ def _validate(c: RunConfig):
     for name in ("weight_decay", "momentum"):
         v = getattr(c, name)
         need(v is None or (number(v) and v >= 0), f"{name} must be a finite non-negative number, got {v!r}")
+    need(c.weight_decay is None or c.weight_decay <= MAX_WEIGHT_DECAY,
+         f"weight_decay must be at most {MAX_WEIGHT_DECAY:g} (the paper's are 0 to 0.01), got {c.weight_decay!r}")
     need(c.momentum is None or c.momentum < 1, f"momentum must be below 1, got {c.momentum!r}")
     need(c.depth is None or wrn_depth_ok(c.depth), f"Wide-ResNet depth must be {WRN_DEPTH_RULE}, got {c.depth!r}")
     need(c.width is None or (_is_int(c.width) and c.width >= 1),
          f"Wide-ResNet width must be a positive integer (10 in the paper), got {c.width!r}")
     need(c.weight_decay_rule in WEIGHT_DECAY_RULES,
          f"weight_decay_rule must be one of {WEIGHT_DECAY_RULES}, got {c.weight_decay_rule!r}")
-    need(isinstance(c.lr_factor, (int, float)) and 0 < c.lr_factor <= 1,
+    need(number(c.lr_factor) and 0 < c.lr_factor <= 1,
          f"lr_factor must be in (0, 1], got {c.lr_factor!r}")
     need(isinstance(c.ks, tuple) and c.ks and all(_is_int(k) and k > 0 for k in c.ks),
          f"ks must be a non-empty tuple of positive integers, got {c.ks!r}")
     need(isinstance(c.probe_ks, tuple) and all(_is_int(k) and k > 0 for k in c.probe_ks),
          f"probe_ks must be a tuple of positive integers, got {c.probe_ks!r}")
+    need(bool(c.probe_ks) or not c.probe_layers,
+         f"probe_layers {list(c.probe_layers)} need at least one k to probe them with (probe_ks), got ()")
     need(isinstance(c.metrics, tuple) and c.metrics and all(m in METRICS for m in c.metrics),
          f"metrics must be a non-empty tuple from {METRICS}, got {c.metrics!r}")
     need(isinstance(c.pca_dims, tuple) and all(_is_int(p) and p > 0 for p in c.pca_dims),

@@ -165,6 +165,8 @@ def _torchvision(name: str, root: Path, download: bool) -> tuple:
     import torchvision.datasets as tvd
 
     cls = {"mnist": tvd.MNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[name]
+    folder = root / {"mnist": "MNIST", "cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]
+    existed = folder.exists()
     try:
         try:  # files already there: no network at all
             tr, te = cls(str(root), train=True), cls(str(root), train=False)
@@ -175,7 +177,9 @@ def _torchvision(name: str, root: Path, download: bool) -> tuple:
             te = cls(str(root), train=False, download=True)
     except Exception as e:  # noqa: BLE001 - any download or file error becomes one clear message
         why = " ".join(str(e).split()) or type(e).__name__
-        folder = root / {"mnist": "MNIST", "cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]
+        if not existed and folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
+            import shutil
+            shutil.rmtree(folder, ignore_errors=True)  # the empty folders a failed download made: not the user's
         if folder.is_dir() and any(p.is_file() for p in folder.rglob("*")):  # a failed download leaves empty folders
             raise DataNotFoundError(
                 f"dataset {name!r}: the files in {folder} cannot be read ({why[:120]}); they may be truncated "
@@ -200,7 +204,7 @@ def _imagefolder_files(root: Path) -> dict[str, list[Path]]:
         raise DataNotFoundError(f"imagefolder: {root} must contain train/<class>/* and test/<class>/* images")
     files, classes = {}, None
     for split in ("train", "test"):
-        cls = sorted(d.name for d in (root / split).iterdir() if d.is_dir())
+        cls = sorted(d.name for d in (root / split).iterdir() if d.is_dir() and not d.name.startswith("."))  # not .ipynb_checkpoints
         if classes is None:
             classes = cls
         elif cls != classes:
@@ -253,7 +257,7 @@ def _imagefolder(path: str) -> tuple:
 
     root = Path(path).expanduser()
     files = _imagefolder_files(root)
-    classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir())
+    classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir() and not d.name.startswith("."))
     out = []
     for split in ("train", "test"):
         imgs, targets = [], []
@@ -321,7 +325,7 @@ def _pack_into(tmp, name: str, root: Path, limit):
     else:
         folder = root / "cifar10-jpeg"
         files = _imagefolder_files(folder)
-        classes = sorted(d.name for d in (folder / "train").iterdir() if d.is_dir())
+        classes = sorted(d.name for d in (folder / "train").iterdir() if d.is_dir() and not d.name.startswith("."))
         arrays = {}
         for split, n in zip(("train", "test"), limit or (None, None)):
             paths = files[split]

@@ -49,6 +49,18 @@ OUT_FILES, OUT_FILE_MIB = 8, 16  # default limits on what comes back from $OUT
 SEND_MIB = 64  # default limit on what a job sends: the repository and its staged data folder
 
 
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (argparse type): 'nan' or '-5' is refused in one line."""
+    import math
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return v
+
+
 def add_commands(sub):
     """The GPU-box commands, on the command line's subparsers. Each `func` returns what it made (not
     an int), so the command line exits 0 unless it raises."""
@@ -64,7 +76,7 @@ def add_commands(sub):
     dr.add_argument("--job", required=True, choices=tuple(JOBS))
     dr.add_argument("--data-dir", required=True, help="the staged folder copied with the repository")
     dr.add_argument("--out", required=True, help="records.tar.gz and summary.md are written here")
-    dr.add_argument("--budget", type=float, default=480.0, help="seconds; items that no longer fit are skipped")
+    dr.add_argument("--budget", type=_seconds, default=480.0, help="seconds; items that no longer fit are skipped")
     dr.add_argument("--device", default="auto")
     dr.add_argument("--small", action="store_true", help="toy sizes (a CPU rehearsal)")
     dr.add_argument("--max-files", type=int, default=OUT_FILES, help="files the output folder may hold")

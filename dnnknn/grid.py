@@ -11,10 +11,12 @@ store (--runs-dir) and the log folder must be on a filesystem the compute nodes 
 """
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
 from .config import RunConfig
+from .errors import ConfigError
 from .profiles import Params
 from .runs import RunStore
 
@@ -36,6 +38,9 @@ def submit(P: Params, configs: list[RunConfig], executor: str = "slurm", log_dir
           f"{len(missing)} to submit ({executor})", flush=True)
     if not missing:
         return []
+    if executor == "slurm" and shutil.which("sbatch") is None:
+        raise ConfigError("no Slurm on this machine (sbatch not found): submit from the cluster's login node, or "
+                          "use --executor local to run the jobs here")
     folder = Path(log_dir or store.root / "grid-logs") / "%j"
     ex = submitit.AutoExecutor(folder=str(folder), cluster=executor)
     params = {"timeout_min": timeout_min, "name": "dnnknn"}

@@ -137,6 +137,9 @@ def _check_metrics(metrics) -> tuple[str, ...]:
     return tuple(m for m in METRICS if m in metrics)
 
 
+MAX_ABS = 1e15  # above it a squared L2 distance over a few thousand dimensions overflows float32 (3.4e38)
+
+
 def _as_float_tensor(x, name: str) -> torch.Tensor:
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(x)
@@ -145,7 +148,10 @@ def _as_float_tensor(x, name: str) -> torch.Tensor:
     if x.ndim != 2:
         raise ConfigError(f"{name} must be 2-D (samples, features), got shape {tuple(x.shape)}")
     if not (torch.isfinite(x.sum()) or torch.isfinite(x).all()):  # the sum first: no bool copy
-        raise ConfigError(f"{name} contains NaN or infinite values")
+        raise ConfigError(f"{name} contain NaN or infinite values; check the network's outputs on those inputs")
+    if x.numel() and float(x.abs().max()) > MAX_ABS:
+        raise ConfigError(f"{name} reach {float(x.abs().max()):.3g}: their float32 distances would overflow; "
+                          f"scale the features down (e.g. normalise them) below {MAX_ABS:g}")
     return x.float()
 
 
@@ -165,8 +171,8 @@ def search(queries, refs, k: int, metrics=("l1",), exclude_self: bool = False,
     indices (n, k) int64)}, sorted nearest first; L2 distances are true (not squared) distances.
     exclude_self: queries *are* refs (same rows, same order); drop each point from its own list."""
     metrics = _check_metrics(metrics)
-    q = _as_float_tensor(queries, "queries")
-    r = _as_float_tensor(refs, "refs")
+    q = _as_float_tensor(queries, "the query vectors (test set)")
+    r = _as_float_tensor(refs, "the reference vectors (training set)")
     if q.shape[1] != r.shape[1]:
         raise ConfigError(f"queries have {q.shape[1]} features but refs have {r.shape[1]}")
     if exclude_self and len(q) != len(r):

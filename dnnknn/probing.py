@@ -153,7 +153,10 @@ def probe(model: torch.nn.Module, train, test, layer="embedding", k=30, metric="
     x_tr, y_tr = _as_tensors(train, "train")
     x_te, y_te = _as_tensors(test, "test")
     knnlib.check_k(max(ks), len(y_tr))
-    device = torch.device(device) if device is not None else next(model.parameters(), torch.empty(0)).device
+    from .train import resolve_device
+    device = resolve_device(str(device)) if device is not None else next(model.parameters(), torch.empty(0)).device
+    if device.type == "meta":
+        raise ConfigError("the model is on the meta device (no weights): load its weights, or move it to 'cpu' or 'cuda'")
     batch = batch or embed_batch(device)
     modules = {n: mods[n] for n in layers}
     f_tr, _ = _features(model, x_tr, modules, batch, device, normalize)

@@ -207,6 +207,8 @@ def _check_types(vals: dict):
     for name, v in vals.items():
         if not ok(v, hints[name]):
             t = str(hints[name]).replace("typing.", "").replace("<class '", "").replace("'>", "")
-            raise ConfigError(f"parameter {name!r} must be of type {t}, got {v!r} ({type(v).__name__})")
+            hint = (f"; papermill's -p passes text: give a list as YAML, papermill ... -y '{name}: [a, b]', or "
+                    f"python -m dnnknn book -p {name} '[\"a\", \"b\"]'" if "tuple" in t and isinstance(v, str) else "")
+            raise ConfigError(f"parameter {name!r} must be of type {t}, got {v!r} ({type(v).__name__}){hint}")
 
 

@@ -37,6 +37,9 @@ from .lock import RunLock
 from .provenance import MANIFEST, RUN_FILES, DamagedRun, code_version, device_name, verify, write_manifest  # noqa: F401
 
 
+COMMITTED = Path(__file__).resolve().parents[1] / "results"  # the repository's results/, written by `export` only
+
+
 def default_store_dir() -> Path:
     return Path(os.environ.get("DNNKNN_RUNS") or "runs").expanduser()
 
@@ -115,6 +118,9 @@ class RunStore:
     """Finds, trains and saves runs. `extra` folders (e.g. committed `results/`) are read-only."""
 
     def __init__(self, root: str | os.PathLike | None = None, extra=()):
+        if isinstance(root, str) and not root.strip():
+            raise ConfigError("the run store's folder is empty (--runs-dir \"\"); give a folder, or leave the "
+                              "option out for $DNNKNN_RUNS or ./runs")
         self.root = Path(root).expanduser() if root else default_store_dir()
         self.extra = [Path(p) for p in extra]
 
@@ -178,6 +184,9 @@ class RunStore:
         """The store can take this run: its folder can be created and written, and nothing that is
         not a run folder sits where the run will go."""
         where = self.root / key
+        if self.root.resolve() == COMMITTED.resolve():
+            raise ConfigError(f"{self.root} holds the committed runs, which only `export` writes: train into a run "
+                              f"store (--runs-dir elsewhere, default ./runs), then `python -m dnnknn export KEY`")
         if where.exists() and not where.is_dir():
             raise ConfigError(f"{where} is a file where the run's folder should go; move it away or use "
                               f"another --runs-dir")
@@ -251,7 +260,7 @@ def export(store: RunStore, key: str, to: str | os.PathLike | None = None) -> Pa
         store._open(src)
     except DamagedRun as e:
         raise DamagedRun(f"{e}: not exported; train it again (the same command) to recompute it") from None
-    dest_root = Path(to) if to else Path(__file__).resolve().parents[1] / "results"
+    dest_root = Path(to) if to else COMMITTED
     return atomic.publish_dir(dest_root, key, lambda tmp: [shutil.copy2(src / f, tmp / f) for f in (*RUN_FILES, MANIFEST)])
 
 

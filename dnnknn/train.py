@@ -51,9 +51,11 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        dev = torch.device(device)
+        dev = torch.device(device) if isinstance(device, (str, torch.device)) else None
     except RuntimeError:
-        raise ConfigError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'") from None
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):  # meta, mps, ...: not devices a run can train and search on
+        raise ConfigError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda' (or 'cuda:N')")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' asked for but no CUDA GPU is visible; use 'cpu' or 'auto'")
     return dev
@@ -138,6 +140,9 @@ def batch_at(data: Dataset, order: "EpochOrder", step: int, device=None):
     return x, y, black
 
 
+# A cross-entropy this large has diverged (it starts near ln(classes), 2.3 to 4.6): the run stops,
+# publishing nothing, instead of recording a finite but meaningless model
+DIVERGED_LOSS = 1e3
 FLUSH_EVERY = 100  # steps between flush_subnormal calls on a CPU (one flush: ~16% of a LeNet step)
 
 
@@ -366,9 +371,10 @@ def fit(cfg: RunConfig, data: Dataset, workdir: str | os.PathLike, progress: boo
                                 black=None if cfg.pad_fill == "zero" else black).item()
             if dev.type == "cpu" and (step + 1) % FLUSH_EVERY == 0:
                 flush_subnormal(opt)
-            if not math.isfinite(loss_v):
+            if not math.isfinite(loss_v) or loss_v > DIVERGED_LOSS:
                 raise TrainingDiverged(
-                    f"the loss became {loss_v} at step {step + 1} of {cfg.label()} (lr {lr:g}); "
+                    f"the loss became {loss_v:.4g} at step {step + 1} of {cfg.label()} (lr {lr:g}"
+                    f"{'' if not math.isfinite(loss_v) else f'; above {DIVERGED_LOSS:g}: diverged'}); "
                     f"lower the learning rate (--lr) or check the data")
             step += 1
             rec.losses.append((step, loss_v, lr))

@@ -1,0 +1,123 @@
+"""The third probe's smaller cases (issue 34): each bad input ends in one line (exit 2) naming what to
+do, and nothing is written or overwritten."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dnnknn import ConfigError, RunConfig
+from dnnknn.runs import COMMITTED
+
+from .test_reliability import CLI, main_line
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--weight-decay", "1e30"], ["weight_decay must be at most 10"]),
+    (["--device", "meta"], ["unknown device 'meta'"]),
+    (["--device", "mps"], ["unknown device 'mps'"]),
+    (["--lr", "1e30"], ["diverged", "lower the learning rate"]),
+])
+def test_bad_training_values_one_line_nothing_published(tmp_path, capsys, args, needles):
+    main_line(capsys, [*CLI, *args, "--runs-dir", str(tmp_path / "s")], *needles)
+    assert not list((tmp_path / "s").glob("*/manifest.json")) if (tmp_path / "s").exists() else True
+
+
+def test_a_run_store_that_is_empty_or_the_committed_results_is_refused(tmp_path, capsys):
+    main_line(capsys, [*CLI, "--runs-dir", ""], "run store's folder is empty")
+    before = sorted(p.name for p in COMMITTED.iterdir())
+    main_line(capsys, [*CLI, "--runs-dir", str(COMMITTED)], "holds the committed runs", "export")
+    assert sorted(p.name for p in COMMITTED.iterdir()) == before
+
+
+def test_bad_book_selection_and_data_folder_one_line(tmp_path, capsys, monkeypatch):
+    import dnnknn.book
+    monkeypatch.setattr(dnnknn.book, "run_pages", lambda *a, **k: pytest.fail("a page ran"))
+    main_line(capsys, ["book", "--only", "", "--no-build"], "--only takes page names")
+    main_line(capsys, ["book", "--only", "01", "--no-build", "-p", "data_dir", str(tmp_path / "missing")],
+              "is not a folder")
+
+
+def test_grid_without_slurm_one_line(tmp_path, capsys, monkeypatch):
+    import shutil
+    real = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "sbatch" else real(name, *a, **k))
+    main_line(capsys, ["grid", "--profile", "quick", "--models", "mlp640", "--steps", "4", "--n-runs", "1",
+                       "--sections", "main", "--runs-dir", str(tmp_path / "s")], "no Slurm", "--executor local")
+
+
+def test_a_budget_that_is_not_a_number_is_refused(capsys):
+    from dnnknn import cli
+    with pytest.raises(SystemExit) as e:
+        cli.main(["gpu-run", "--job", "mnist", "--budget", "nan"])
+    assert e.value.code == 2 and "positive number of seconds" in capsys.readouterr().err
+
+
+def test_runconfig_values():
+    with pytest.raises(ConfigError, match="lr_factor"):
+        RunConfig(lr_factor=True)
+    assert RunConfig(steps=np.int64(100), ks=(np.int64(30),)).key("v") == RunConfig(steps=100).key("v")
+    with pytest.raises(ConfigError, match="need at least one k"):
+        RunConfig(probe_layers=("embedding",), probe_ks=())
+
+
+def test_hidden_folders_are_not_classes(tmp_path):
+    from PIL import Image
+    from dnnknn.data import load_dataset
+    root = tmp_path / "img"
+    for split in ("train", "test"):
+        for c in ("a", "b", ".ipynb_checkpoints"):
+            (root / split / c).mkdir(parents=True)
+            if not c.startswith("."):
+                for i in range(2):
+                    Image.new("RGB", (8, 8), (i, 2, 3)).save(root / split / c / f"{i}.png")
+    assert load_dataset(f"imagefolder:{root}").num_classes == 2
+
+
+def test_features_that_overflow_float32_distances_are_refused():
+    from dnnknn.knn import KNNClassifier
+    x = np.full((20, 4), 3e37, dtype=np.float32)
+    with pytest.raises(ConfigError, match="would overflow"):
+        KNNClassifier(k=3).fit(x, np.arange(20) % 2).predict(x)
+
+
+def test_nan_features_are_named_in_the_users_words():
+    from dnnknn import probe
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    x = torch.randn(30, 4)
+    bad = x.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ConfigError) as e:
+        probe(model, (x, torch.arange(30) % 2), (bad, torch.arange(30) % 2), layer="1", k=3, device="cpu")
+    assert "refs" not in str(e.value) and "NaN" in str(e.value)
+    with pytest.raises(ConfigError, match="unknown device 'gpu0'"):
+        probe(model, (x, torch.arange(30) % 2), (x, torch.arange(30) % 2), layer="1", k=3, device="gpu0")
+
+
+def test_a_list_passed_as_text_says_how_to_pass_it():
+    from dnnknn.profiles import Params
+    with pytest.raises(ConfigError, match="-y 'models: "):
+        Params.from_notebook(models='["mlp640"]')
+
+
+def test_a_garbled_record_or_a_temporary_folder_does_not_stop_the_time_table(tmp_path):
+    from dnnknn.book import _train_eval_seconds
+    for name, text in (("a" * 16, "{garbled"), (".tmp-" + "b" * 16 + "-x", json.dumps({"page": "p", "wall_time_s": 5})),
+                       ("c" * 16, json.dumps({"page": "p", "wall_time_s": 3.0, "eval_time_s": 1.0}))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "meta.json").write_text(text)
+    assert _train_eval_seconds("p", 0.0, str(tmp_path)) == (2.0, 1.0)
+
+
+def test_a_failed_download_leaves_no_empty_folders(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+    from dnnknn.data import load_dataset
+    from dnnknn.errors import DataNotFoundError
+
+    def fail(self):  # what torchvision does offline: make the raw folder, then fail
+        (tmp_path / "MNIST" / "raw").mkdir(parents=True, exist_ok=True)
+        raise RuntimeError("no network")
+    monkeypatch.setattr(tvd.MNIST, "download", fail)
+    with pytest.raises(DataNotFoundError, match="could not be downloaded"):
+        load_dataset("mnist", tmp_path)
+    assert not (tmp_path / "MNIST").exists()
