@@ -176,9 +176,9 @@ class RunStore:
         data = load_dataset(rcfg.dataset, data_dir, labels=rcfg.labels, label_seed=rcfg.label_seed,
                             limit=rcfg.limit, pixels=rcfg.pixels)
         check_fits(rcfg, len(data.y_train))  # before anything is written
-        with RunLock(self.root / ".partial" / f"{key}.lock", rcfg.label(), wait=wait):
+        with RunLock(self.root / ".partial" / f"{key}.lock", rcfg.label(), wait=wait) as lock:
             run = self.find(cfg, quiet=True)  # finished by the process we waited for
-            return run if run is not None else self._train_locked(rcfg, key, dev, data, progress)
+            return run if run is not None else self._train_locked(rcfg, key, dev, data, progress, lock)
 
     def _check_writable(self, key: str):
         """The store can take this run: its folder can be created and written, and nothing that is
@@ -199,7 +199,7 @@ class RunStore:
             raise ConfigError(f"the run store {self.root} cannot be written ({why}); pass a writable folder "
                               f"with --runs-dir or DNNKNN_RUNS")
 
-    def _train_locked(self, rcfg, key, dev, data, progress) -> Run:
+    def _train_locked(self, rcfg, key, dev, data, progress, lock=None) -> Run:
         from .train import fit
 
         workdir = self.root / ".partial" / key
@@ -208,8 +208,8 @@ class RunStore:
         try:
             rec = fit(rcfg, data, workdir, progress=progress)
         except BaseException as e:
-            if isinstance(e, DnnKnnError) and not isinstance(e, UnsafeCheckpoint):  # bad input or divergence: nothing to resume
-                shutil.rmtree(workdir, ignore_errors=True)
+            if isinstance(e, DnnKnnError) and not isinstance(e, UnsafeCheckpoint) and (lock is None or lock.held()):
+                shutil.rmtree(workdir, ignore_errors=True)  # bad input or divergence: nothing to resume
             raise
         meta = {"key": key, "label": rcfg.label(), "code_version": version,
                 "library_version": __version__, "device": dev.type, "device_name": device_name(str(dev)),
@@ -217,7 +217,8 @@ class RunStore:
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "dataset_repr": repr(data),
                 "torch": __import__("torch").__version__, "page": os.environ.get("DNNKNN_PAGE")}
         path = self._write(key, rcfg, meta, rec.rows, rec.losses, rec.arrays)
-        shutil.rmtree(workdir, ignore_errors=True)
+        if lock is None or lock.held():  # else its checkpoints are a new holder's now
+            shutil.rmtree(workdir, ignore_errors=True)
         return Run(path)
 
     def _write(self, key, cfg, meta, rows, losses, arrays) -> Path:

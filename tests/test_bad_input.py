@@ -121,3 +121,63 @@ def test_a_failed_download_leaves_no_empty_folders(tmp_path, monkeypatch):
     with pytest.raises(DataNotFoundError, match="could not be downloaded"):
         load_dataset("mnist", tmp_path)
     assert not (tmp_path / "MNIST").exists()
+
+
+# -- locks -------------------------------------------------------------------------------------------
+def test_a_lock_is_removed_only_by_its_holder(tmp_path, capsys):
+    from dnnknn.lock import RunLock
+    path = tmp_path / "x.lock"
+    with RunLock(path, "x"):
+        path.unlink()  # taken over as stale by another process, which now holds it
+        path.write_text(json.dumps({"pid": 1, "host": "other", "nonce": "theirs"}))
+    assert json.loads(path.read_text())["nonce"] == "theirs"  # left in place
+    assert "taken over while this process held it" in capsys.readouterr().err
+
+
+def test_a_dead_pid_elsewhere_says_nothing(tmp_path):
+    """Same host name, another boot or PID namespace: its PID is not ours to test, so the lock is waited on."""
+    import subprocess
+    import sys
+    from dnnknn.lock import RunLock, identity
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    path = tmp_path / "x.lock"
+    for other in ({"pidns": "pid:[1]"}, {"boot": "another-boot"}):
+        path.write_text(json.dumps({"pid": dead, **identity(), **other}))
+        with pytest.raises(ConfigError, match="being computed by PID"):
+            with RunLock(path, "x", wait=False):
+                pass
+    path.write_text(json.dumps({"pid": dead, **identity()}))
+    with RunLock(path, "x", wait=False):  # here, and dead: stale at once
+        pass
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_a_lock_that_is_not_a_file_is_reported_and_taken_over(tmp_path, capsys, kind):
+    import os
+    import time
+    from dnnknn.lock import RunLock
+    path = tmp_path / "x.lock"
+    path.mkdir() if kind == "folder" else os.mkfifo(path)
+    with pytest.raises(ConfigError, match="not a lock file"):  # at once: a FIFO is never opened
+        with RunLock(path, "x", wait=False):
+            pass
+    t = time.time()
+    with RunLock(path, "x", poll=0.05, stale_after=0.3):
+        assert path.is_file()
+    assert time.time() - t < 60
+    assert ("was a folder" if kind == "folder" else "was not a regular file") in capsys.readouterr().err
+
+
+def test_a_lock_from_the_future_is_stale_after_the_timeout(tmp_path):
+    import os
+    import time
+    from dnnknn.lock import RunLock
+    path = tmp_path / "x.lock"
+    path.write_text(json.dumps({"pid": 1, "host": "another-node"}))
+    future = time.time() + 365 * 86400
+    os.utime(path, (future, future))
+    t = time.time()
+    with RunLock(path, "x", poll=0.05, stale_after=0.3):
+        pass
+    assert time.time() - t < 60

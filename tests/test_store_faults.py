@@ -123,11 +123,11 @@ def test_two_processes_asking_for_one_run(tmp_path):
 
 def _hold_lock(store_root, cfg, pid, host=None, age=0.0):
     import json
-    import socket
     store = RunStore(store_root)
     lock = store.root / ".partial" / f"{store.key(cfg)}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
-    lock.write_text(json.dumps({"pid": pid, "host": host or socket.gethostname()}))
+    from dnnknn.lock import identity
+    lock.write_text(json.dumps({"pid": pid, **identity(), **({"host": host} if host else {})}))
     if age:
         os.utime(lock, (time.time() - age, time.time() - age))
     return store, lock
