@@ -86,8 +86,12 @@ def add_commands(sub):
     im = sub.add_parser("import", help="verify the run records a GPU job sent back and copy them into results/")
     im.add_argument("archive", help="records.tar.gz from a GPU job")
     im.add_argument("--to", help="destination (default: the repository's results/)")
+    im.add_argument("--max-mib", type=float, default=MAX_ARCHIVE_MIB,
+                    help="the most the archive may unpack to (MiB); each run's predictions at most --max-array-mib")
+    im.add_argument("--max-array-mib", type=float, default=MAX_ARRAY_MIB, help="the largest array a run may hold (MiB)")
 
-    im.set_defaults(func=lambda a: [print(f"imported {p}") for p in import_archive(a.archive, a.to)])
+    im.set_defaults(func=lambda a: [print(f"imported {p}") for p in import_archive(a.archive, a.to, a.max_mib,
+                                                                                   a.max_array_mib)])
 
 
 def stage(data_dir: str | os.PathLike | None = None, small: bool = False, dest: str = STAGE,
@@ -357,16 +361,34 @@ def check_out(out: Path, max_files: int = OUT_FILES, max_file_mib: float = OUT_F
                           f"{max_file_mib:g} MiB a file (--max-file-mib)")
 
 
-def import_archive(path: str | os.PathLike, to: str | os.PathLike | None = None) -> list[Path]:
+MAX_ARCHIVE_MIB = 1024.0  # what an archive of run records may unpack to: a paper-profile grid's is ~100 MiB
+MAX_ARRAY_MIB = 256.0  # the largest prediction array of a run: CIFAR-100's training set is 0.4 MiB per array
+
+
+def _check_sizes(tar: tarfile.TarFile, path: Path, max_mib: float):
+    """The members' unpacked sizes, read from their headers before anything is written."""
+    total = 0
+    for m in tar:
+        total += m.size
+        if total > max_mib * 2**20:
+            raise ConfigError(f"{path} unpacks to more than {max_mib:g} MiB (at {m.name}); it is not a run "
+                              f"archive, or pass a larger --max-mib")
+
+
+def import_archive(path: str | os.PathLike, to: str | os.PathLike | None = None, max_mib: float = MAX_ARCHIVE_MIB,
+                   max_array_mib: float = MAX_ARRAY_MIB) -> list[Path]:
     """Verify each run in a archive a GPU job sent back against its manifest and publish it into `to`
-    (default: the repository's results/)."""
-    from .runs import RunStore, export
+    (default: the repository's results/). The archive may unpack to `max_mib` at most, and each run's
+    arrays to `max_array_mib` each."""
+    from .runs import RunStore, check_npz, export
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no archive {path}; the GPU job writes $OUT/records.tar.gz")
     with tempfile.TemporaryDirectory() as tmp:
         try:
+            with tarfile.open(path) as tar:
+                _check_sizes(tar, path, max_mib)
             with tarfile.open(path) as tar:
                 tar.extractall(tmp, filter="data")  # refuses absolute paths and links out of tmp
         except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
@@ -379,4 +401,5 @@ def import_archive(path: str | os.PathLike, to: str | os.PathLike | None = None)
         store = RunStore(tmp)
         for key in keys:  # all checked before any is published
             store._open(Path(tmp) / key)  # raises DamagedRun, also for a config that is not its key's
+            check_npz(Path(tmp) / key / "predictions.npz", max_array_mib)
         return [export(store, key, to) for key in keys]

@@ -44,6 +44,22 @@ def default_store_dir() -> Path:
     return Path(os.environ.get("DNNKNN_RUNS") or "runs").expanduser()
 
 
+MAX_ARRAY_MIB = 256.0  # the largest array a run's predictions.npz may unpack to (the paper's are under 1 MiB)
+
+
+def check_npz(path: Path, max_mib: float = MAX_ARRAY_MIB):
+    """Every array in an npz file at most `max_mib` unpacked (read from the zip's directory, nothing loaded)."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            big = [(i.filename, i.file_size) for i in z.infolist() if i.file_size > max_mib * 2**20]
+    except (zipfile.BadZipFile, OSError) as e:
+        raise DamagedRun(f"{path} is not an npz file ({type(e).__name__})") from None
+    if big:
+        raise DamagedRun(f"{path}: array {big[0][0]} unpacks to {big[0][1] / 2**20:,.0f} MiB, over the "
+                         f"{max_mib:g} MiB a run's array may hold; it is not a run's record")
+
+
 class Run:
     """A finished run read from a store: its config, provenance, measures and predictions."""
 
@@ -66,8 +82,14 @@ class Run:
 
     def predictions(self) -> dict[str, np.ndarray]:
         if self._pred is None:
-            with np.load(self.path / "predictions.npz") as z:
-                self._pred = {k: z[k] for k in z.files}
+            path = self.path / "predictions.npz"
+            check_npz(path)
+            try:
+                with np.load(path) as z:  # allow_pickle=False, numpy's default: an object array is refused
+                    self._pred = {k: z[k] for k in z.files}
+            except ValueError as e:
+                raise DamagedRun(f"run {self.key}: predictions.npz holds something other than numbers "
+                                 f"({' '.join(str(e).split())[:80]}); it is never unpickled: train the run again") from None
         return self._pred
 
     def table(self, split="test", layer="embedding", metric=None, k=None, pca=0,

@@ -9,7 +9,7 @@ import torch
 from dnnknn import ConfigError, RunConfig
 from dnnknn.runs import COMMITTED
 
-from .test_reliability import CLI, main_line
+from .test_reliability import CLI, finished, main_line  # noqa: F401 - finished: the fixture
 
 
 @pytest.mark.parametrize("args,needles", [
@@ -181,3 +181,55 @@ def test_a_lock_from_the_future_is_stale_after_the_timeout(tmp_path):
     with RunLock(path, "x", poll=0.05, stale_after=0.3):
         pass
     assert time.time() - t < 60
+
+
+# -- imports -----------------------------------------------------------------------------------------
+def _run_archive(tmp_path, finished, change=None):
+    import shutil
+    import tarfile
+    src = tmp_path / "src" / finished.key
+    shutil.copytree(finished.path, src)
+    if change:
+        change(src)
+    archive = tmp_path / "records.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src, arcname=finished.key)
+    return archive
+
+
+def _remanifest(folder):
+    from dnnknn.provenance import write_manifest
+    write_manifest(folder)
+
+
+def test_an_archive_that_unpacks_too_far_is_refused_before_writing(tmp_path, capsys):
+    import io
+    import tarfile
+    archive = tmp_path / "bomb.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("0123456789abcdef/predictions.npz")
+        info.size = 3 * 2**20
+        tar.addfile(info, io.BytesIO(bytes(info.size)))  # zeros: a small archive, a large file
+    main_line(capsys, ["import", str(archive), "--to", str(tmp_path / "r"), "--max-mib", "2"],
+              "unpacks to more than 2 MiB", "--max-mib")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_run_whose_arrays_are_too_large_or_pickled_is_refused(tmp_path, capsys, finished):
+    def huge(folder):
+        np.savez_compressed(folder / "predictions.npz", a=np.zeros(2**20, np.int64))  # 8 MiB of zeros, tiny on disk
+        _remanifest(folder)
+    main_line(capsys, ["import", str(_run_archive(tmp_path, finished, huge)), "--to", str(tmp_path / "r"),
+                       "--max-array-mib", "4"], "over the 4 MiB")
+    assert not (tmp_path / "r").exists()
+
+    def pickled(folder):
+        np.savez(folder / "predictions.npz", a=np.array([{"x": 1}], dtype=object))
+        _remanifest(folder)
+    from dnnknn.runs import Run, DamagedRun
+    src = tmp_path / "p" / finished.key
+    import shutil
+    shutil.copytree(finished.path, src)
+    pickled(src)
+    with pytest.raises(DamagedRun, match="never unpickled"):
+        Run(src).predictions()
