@@ -63,7 +63,12 @@ def publish_dir(root: str | os.PathLike, name: str, fill) -> Path:
         if final.is_symlink() or final.exists():
             aside = Path(tempfile.mktemp(prefix=f"{TMP_PREFIX}{name}-old-", dir=root))  # renamed to, never opened
             os.rename(final, aside)
-        os.rename(tmp, final)
+        try:
+            os.rename(tmp, final)
+        except BaseException:
+            if aside is not None:
+                os.rename(aside, final)  # the old copy back under its name
+            raise
         if aside is not None:
             remove(aside)
         return final

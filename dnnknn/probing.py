@@ -68,6 +68,8 @@ def _as_tensors(data, name: str):
     else:
         raise ConfigError(f"{name} must be a DataLoader, an (x, y) pair of tensors or a dataset name, "
                           f"got {type(data).__name__}")
+    if x.device.type == "meta" or y.device.type == "meta":
+        raise ConfigError(f"{name}: the data is on the meta device (shapes only, no values); give real tensors")
     if len(y) == 0:
         raise ConfigError(f"{name}: the set is empty; give it at least one input")
     if y.ndim != 1 or len(x) != len(y) or y.dtype.is_floating_point:

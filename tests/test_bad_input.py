@@ -233,3 +233,47 @@ def test_a_run_whose_arrays_are_too_large_or_pickled_is_refused(tmp_path, capsys
     pickled(src)
     with pytest.raises(DamagedRun, match="never unpickled"):
         Run(src).predictions()
+
+
+def test_data_on_the_meta_device_is_refused():
+    from dnnknn import probe
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    x = torch.empty(30, 4, device="meta")
+    with pytest.raises(ConfigError, match="meta device"):
+        probe(model, (x, torch.arange(30) % 2), (x, torch.arange(30) % 2), layer="1", k=3, device="cpu")
+
+
+# -- publishing --------------------------------------------------------------------------------------
+def test_a_stale_temporary_is_swept_and_a_failed_replace_keeps_the_old_copy(tmp_path, monkeypatch):
+    import os
+    import time
+    from dnnknn import atomic
+    old = tmp_path / ".tmp-0123456789abcdef-killed"
+    old.mkdir()
+    os.utime(old, (time.time() - 2 * atomic.STALE_S, time.time() - 2 * atomic.STALE_S))
+    fresh = tmp_path / ".tmp-fedcba9876543210-writing"
+    fresh.mkdir()  # another process's, being written: left alone
+    atomic.publish_dir(tmp_path, "k", lambda d: (d / "f").write_text("1"))
+    assert not old.exists() and fresh.exists() and (tmp_path / "k" / "f").read_text() == "1"
+    real = os.rename
+
+    def fail_second(src, dst):  # killed between moving the old copy aside and renaming the new one in
+        if str(src).startswith(str(tmp_path / ".tmp-k-")) and not str(src).startswith(str(tmp_path / ".tmp-k-old")) \
+                and dst == tmp_path / "k":
+            raise OSError(5, "Input/output error")
+        return real(src, dst)
+    monkeypatch.setattr(os, "rename", fail_second)
+    with pytest.raises(OSError):
+        atomic.publish_dir(tmp_path, "k", lambda d: (d / "f").write_text("2"))
+    assert (tmp_path / "k" / "f").read_text() == "1"  # the published copy is still there
+    assert not list(tmp_path.glob(".tmp-k-*"))
+
+
+def test_book_folders_are_relative_to_where_the_command_runs(tmp_path, monkeypatch):
+    import dnnknn.book
+    from dnnknn import cli
+    seen = {}
+    monkeypatch.setattr(dnnknn.book, "run_pages", lambda todo, extra, jobs: (seen.update(extra), ([], 0.0))[1])
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["book", "--only", "01", "--no-build", "-p", "runs_dir", "rel"]) == 0
+    assert seen["runs_dir"] == str(tmp_path / "rel")
