@@ -101,6 +101,8 @@ def test_table2_mnist_cells_read_the_500_step_runs():
     assert [c.runs for c in mlp] == [("t0", "t1", "t2")] * 2  # read from the 500-step runs, not the main ones
     assert mlp[0].values == pytest.approx([1.0] * 3) and mlp[1].values == pytest.approx([0.5] * 3)
     assert [c.held for c in mlp] == [False, False]  # Table 2: 0.8 and 0.4
+    (flipped,) = [f for f in cl.facts if f.kind == "table2_flipped"]  # b5e7428's sign, shown beside, not judged
+    assert [r["values"] for r in flipped.values["rows"]] == [pytest.approx([-1.0] * 3), pytest.approx([-0.5] * 3)]
 
 
 def test_figure2_holds_the_authors_plotted_values():
