@@ -18,8 +18,8 @@ DNN, KNN, MC, ME = "black", "tab:red", "tab:blue", "tab:red"
 LAYER_K_COLOURS = {1: "tab:blue", 5: "tab:orange", 30: "tab:red", 100: "tab:green"}
 
 
-# seaborn 0.13's set_theme(style="whitegrid", context="notebook", font_scale=0.9), written out: the
-# figures look as they did, and a page no longer imports seaborn and scipy.stats (~1 s per kernel).
+# seaborn 0.13's set_theme(style="whitegrid", context="notebook", font_scale=0.9), written out (the book's
+# list of choices says why)
 DEEP = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd"]
 THEME = {"axes.axisbelow": True, "axes.edgecolor": ".8", "axes.grid": True, "axes.labelcolor": ".15",
          "axes.labelsize": 10.8, "axes.linewidth": 1.25, "axes.prop_cycle": cycler(color=DEEP),

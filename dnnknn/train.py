@@ -148,13 +148,10 @@ FLUSH_EVERY = 100  # steps between flush_subnormal calls on a CPU (one flush: ~1
 
 @torch.no_grad()
 def flush_subnormal(opt: torch.optim.Optimizer):
-    """Set the weights and optimiser state below float32's smallest normal number (1.2e-38) to zero.
-    A strong weight decay shrinks a dead unit's weights geometrically until they are subnormal, and
-    x86 CPUs compute with subnormal numbers in microcode: LeNet at the paper's printed CIFAR-10 rate
-    fell from about 5 to 0.6 steps/s by step 10,000 (`benchmarks/denormals.py` makes that state).
-    `fit` calls it every FLUSH_EVERY steps on a CPU: a weight that shrinks by 1.6% a step takes a
-    thousand steps to cross the subnormal range (1.2e-38 to 1.4e-45, a factor of 10^7).
-    `torch.set_flush_denormal` would not do: it sets the calling thread only, not torch's workers."""
+    """Set the weights and optimiser state below float32's smallest normal number (1.2e-38) to zero:
+    x86 CPUs compute with subnormal numbers in microcode, and a strong weight decay makes a dead unit's
+    weights subnormal (`benchmarks/denormals.py`; the book's list of choices). `fit` calls it every
+    FLUSH_EVERY steps on a CPU."""
     tiny = torch.finfo(torch.float32).tiny
     for group in opt.param_groups:
         for p in group["params"]:
