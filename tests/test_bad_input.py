@@ -277,3 +277,18 @@ def test_book_folders_are_relative_to_where_the_command_runs(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     assert cli.main(["book", "--only", "01", "--no-build", "-p", "runs_dir", "rel"]) == 0
     assert seen["runs_dir"] == str(tmp_path / "rel")
+
+
+def test_a_holder_whose_lock_was_taken_over_leaves_the_checkpoints_alone(tmp_path, capsys):
+    from dnnknn import RunStore
+    from dnnknn.data import load_dataset
+    store, cfg = RunStore(tmp_path / "s"), RunConfig(dataset="mnist5k", steps=3, eval_steps=(0, 3), limit=(300, 100))
+    key = store.key(cfg)
+
+    class TakenOver:  # the lock the new holder now holds
+        def held(self):
+            return False
+    rcfg = cfg.resolve()
+    run = store._train_locked(rcfg, key, torch.device("cpu"), load_dataset("mnist5k", limit=(300, 100)), False,
+                              TakenOver())
+    assert run.key == key and (store.root / ".partial" / key).is_dir()  # the new holder's folder is kept
