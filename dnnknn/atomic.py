@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 TMP_PREFIX = ".tmp-"  # readers skip names that start with it (and with ".")
+OLD = "-old-"  # ...and an older copy set aside while its replacement is renamed in: .tmp-<name>-old-<random>
 STALE_S = 3600.0  # a temporary file or folder untouched this long was left by a killed process
 
 
@@ -61,8 +63,9 @@ def publish_dir(root: str | os.PathLike, name: str, fill) -> Path:
         final = root / name
         aside = None
         if final.is_symlink() or final.exists():
-            aside = Path(tempfile.mktemp(prefix=f"{TMP_PREFIX}{name}-old-", dir=root))  # renamed to, never opened
+            aside = root / f"{TMP_PREFIX}{name}{OLD}{secrets.token_hex(6)}"  # renamed to, never opened
             os.rename(final, aside)
+            os.utime(aside, follow_symlinks=False)  # fresh: no sweep takes it for a killed writer's
         try:
             os.rename(tmp, final)
         except BaseException:
@@ -86,11 +89,15 @@ def remove(path: Path):
 
 
 def sweep(folder: Path, older_than: float = STALE_S):
-    """Remove the temporary files and folders in `folder` that a killed writer left behind."""
+    """Remove the temporary files and folders in `folder` that a killed writer left behind; an old copy
+    set aside by a writer killed before it renamed the new one in goes back under its name."""
     now = time.time()
     for p in folder.glob(f"{TMP_PREFIX}*"):
         try:
-            if now - p.lstat().st_mtime > older_than:
+            name = p.name[len(TMP_PREFIX):].rsplit(OLD, 1)[0] if OLD in p.name else None
+            if name and now - p.lstat().st_mtime > older_than and not (folder / name).exists():
+                os.rename(p, folder / name)
+            elif now - p.lstat().st_mtime > older_than:
                 remove(p)
         except OSError as e:  # another process's, or already gone
             print(f"warning: could not remove the stale temporary {p} ({e.strerror})", file=sys.stderr)

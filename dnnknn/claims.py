@@ -52,18 +52,19 @@ GPU_TFLOPS = 100.0  # sustained training throughput assumed for a projection: a 
 @dataclass
 class Check:
     """One comparison in one or more settings: ours against the paper's value or the stated test."""
-    settings: tuple  # ((model, dataset), ...) it covers; model "all" for every network run on a dataset
+    settings: tuple  # ((model, dataset), ...) it covers
     quantity: str
     paper: str  # the paper's value as printed, or the test
     values: list = field(default_factory=list)  # ours, one per run; empty: not run
     held: bool | None = None  # None: not run
     step: int | None = None  # the step read (None: the last)
-    data: str | None = None  # the dataset the runs trained on, where it is a stand-in's
+    data: dict = field(default_factory=dict)  # setting -> the dataset its runs trained on, where a stand-in's
     runs: tuple = ()  # their keys
     digits: int = 2
     tol: float | None = None  # the rule's tolerance, for a number the paper prints...
     diff: float | None = None  # ...and |our mean − the paper's|
     shape: str = "per run"  # what `values` are: "per run", "statistic" (computed over the runs), "series" (ordered)
+    layers: list = field(default_factory=list)  # per run, where the check is a layer's name (no values)
 
 
 @dataclass
@@ -85,21 +86,33 @@ class Claim:
     why: str = ""
 
     def covered(self) -> tuple[set, set]:
-        """(settings run on their own data, settings run on a stand-in's) among the claimed ones."""
+        """(settings run on their own data, settings run on a stand-in's only) among the claimed ones."""
         own, stand_in = set(), set()
         for c in self.checks:
             if c.held is not None:
-                (stand_in if c.data else own).update(s for s in c.settings if s in self.settings)
+                for s in c.settings:
+                    if s in self.settings:
+                        (stand_in if s in c.data else own).add(s)
         return own, stand_in - own
+
+    def setting_held(self) -> dict:
+        """{setting run here: whether it holds}: a setting holds when every check that covers it holds."""
+        out = {}
+        for c in self.checks:
+            if c.held is not None:
+                for s in c.settings:
+                    if s in self.settings:
+                        out[s] = out.get(s, True) and c.held
+        return out
 
     @property
     def verdict(self) -> str:
-        run = [c.held for c in self.checks if c.held is not None]
-        if not run:
+        held = self.setting_held()
+        if not held:
             return NOT_RUN
-        if not any(run):
+        if not any(held.values()):
             return NOT
-        if not all(run):
+        if not all(held.values()):
             return PARTLY
         own, _ = self.covered()
         return REPRODUCED if own >= set(self.settings) else HOLDS
@@ -123,7 +136,8 @@ class Evidence:
 
     def _get(self, key, load):
         if key not in self._cache:
-            self._cache[key] = load() if (self.full is not None) else ([] if key[0] != "gd" else None)
+            profile = self.quick if key[0] == "quick" else self.full
+            self._cache[key] = load() if profile is not None else ([] if key[0] == "full" else None)
         return self._cache[key]
 
     def runs(self, model: str, dataset: str, kind: str = "main") -> list:
@@ -137,8 +151,7 @@ class Evidence:
         def load():
             cfg = {"main": experiments.main_config, "random": experiments.random_config}[kind](self.quick, dataset, model)
             return self.quick.store().find(cfg)
-        return self._get(("quick", model, dataset, kind), load) if self.quick is not None or \
-            ("quick", model, dataset, kind) in self._cache else None
+        return self._get(("quick", model, dataset, kind), load)
 
 
 CLAIMS = []
@@ -151,24 +164,30 @@ def claim(fn):
 
 
 # -- building blocks -------------------------------------------------------------------------------
-def _data(runs, dataset):
-    trained = {r.config.dataset for r in runs}
-    return None if not trained or trained == {dataset} else trained.pop()
+def _data(runs, settings) -> dict:
+    """{setting: the stand-in dataset its runs trained on}, for the settings whose runs are all a stand-in's."""
+    out = {}
+    for m, d in settings:
+        trained = {r.config.dataset for r in runs if r.config.model == m}
+        if trained and d not in trained:
+            out[(m, d)] = sorted(trained)[0]
+    return out
 
 
 def numeric(ev: Evidence, model, dataset, quantity, st: Stated, kind=None) -> Check:
     """The rule for a printed number, as page 09 applies it (`paper.judge`)."""
     j = paper.judge(ev.runs, model, dataset, quantity, st, kind)
-    return Check(((model, dataset),), quantity, st.text, j.values, j.agreement.held, j.step, _data(j.runs, dataset),
+    return Check(((model, dataset),), quantity, st.text, j.values, j.agreement.held, j.step,
+                 _data(j.runs, [(model, dataset)]),
                  tuple(r.key for r in j.runs), paper.digits(quantity), *((j.agreement.tol, j.agreement.diff)
                                                                          if j.agreement.held is not None else ()))
 
 
-def qualitative(settings, quantity, test_text, runs, values, held_each, dataset, step=None, digits=2,
+def qualitative(settings, quantity, test_text, runs, values, held_each, dataset=None, step=None, digits=2,
                 shape="per run") -> Check:
     """A stated test over runs: it holds when it holds in every run (or for the statistic over them)."""
     held = bool(all(held_each)) if runs else None
-    return Check(tuple(settings), quantity, test_text, list(values), held, step, _data(runs, dataset),
+    return Check(tuple(settings), quantity, test_text, list(values), held, step, _data(runs, settings),
                  tuple(r.key for r in runs), digits, shape=shape)
 
 
@@ -187,7 +206,8 @@ def not_run_fact(ev: Evidence, settings, kind: str = "main") -> list:
         return []
     values = {"settings": miss}
     if ev.full is not None:
-        factory = {"main": experiments.main_config, "random": experiments.random_config}[kind]
+        factory = {"main": experiments.main_config, "random": experiments.random_config,
+                   "table2": experiments.table2_config}[kind]
         cfgs = [factory(ev.full, d, m) for m, d in miss]
         values.update(zip(("pflop", "gpu_hours"), gpu_hours(cfgs)), command=report.gpu_command(ev.full, cfgs))
     return [Fact("not_run", values)]
@@ -204,6 +224,13 @@ def layers_test(accs, dnn) -> tuple[bool, float, float]:
     embedding last): (rises overall and meets the DNN, Spearman rho, embedding − DNN)."""
     rho, gap = round(spearman(accs), 9), accs[-1] - dnn
     return rho >= RISES and abs(gap) <= MEETS_DNN, rho, gap
+
+
+def first_layer_of(run) -> str | None:
+    """A run's first probed layer whose k-NN (k = 30) is within 1 point of its DNN at the last step."""
+    last = run.last_step(split="test", metric=PAPER_METRIC, pca=0, k=PAPER_K).set_index("layer")
+    order = [layer for layer in run.config.probe_layers if layer in last.index and layer != "embedding_raw"]
+    return first_within(list(100 * last.knn_acc.reindex(order)), order, 100 * last.dnn_acc.iloc[0])
 
 
 def first_within(accs, layers, dnn, tol=1.0) -> str | None:
@@ -230,7 +257,7 @@ def gap_closes(ev: Evidence) -> Claim:
                                       "evaluation after 0", runs, gap,
                                       [g <= GAP_CLOSED and g <= e for g, e in zip(gap, early)], d, end))
             if not checks[-1].held and (late := late_gap(runs)):
-                facts.append(Fact("late_gap", {**late, "data": checks[-1].data or d, "n": len(runs)}))
+                facts.append(Fact("late_gap", {**late, "data": checks[-1].data.get(("lenet", d), d), "n": len(runs)}))
     return Claim("k-NN test accuracy follows the DNN's through training, the gap closing at the end",
                  "section 4.1, Figure 1 (a)–(f)", "the gap closes", settings,
                  f"|k-NN − DNN| at the figure's last step (MNIST: 500) at most {GAP_CLOSED:g} point and no larger "
@@ -246,13 +273,14 @@ def raw_fact(ev: Evidence, dataset: str = "cifar10") -> list:
     if not std:
         return []
     if not raw:
-        return [Fact("raw_pending", {"data": _data(std, dataset) or dataset})]
+        return [Fact("raw_pending", {"data": _data(std, [("lenet", dataset)]).get(("lenet", dataset), dataset)})]
     q = paper.QUANTITIES
 
     def numbers(runs):
         return {k: [q[k](r) for r in runs] for k in ("DNN test acc (%)", "k-NN − DNN (%)", "DNN generalisation gap (%)",
                                                       "k-NN generalisation gap (%)")}
-    return [Fact("raw_vs_standardised", {"data": _data(raw, dataset) or dataset, "raw": numbers(raw),
+    return [Fact("raw_vs_standardised", {"data": _data(raw, [("lenet", dataset)]).get(("lenet", dataset), dataset),
+                                         "raw": numbers(raw),
                                          "standardised": numbers(std), "keys": [r.key for r in raw],
                                          "authors_dnn": paper.FIGURE2[("lenet", dataset)][1], "table2": TABLE2[("lenet", dataset)]})]
 
@@ -278,8 +306,9 @@ def _mlp_gap(ev: Evidence, d: str) -> Claim:
     signed = paper.judge(ev.runs, "mlp640", d, "k-NN − DNN (%)", st)
     facts = [Fact("signed", {"values": signed.values})] if signed.values else []
     if check.step is not None and check.values:
-        facts.append(Fact("at_last_step", {"values": [paper.QUANTITIES["|k-NN − DNN| (%)"](r) for r in
-                                                      ev.runs("mlp640", d)], "paper_step": check.step}))
+        runs = ev.runs("mlp640", d)
+        facts.append(Fact("at_last_step", {"values": [paper.QUANTITIES["|k-NN − DNN| (%)"](r) for r in runs],
+                                           "paper_step": check.step, "last_step": runs[0].config.steps}))
     return Claim(f"MLP-640's k-NN and DNN test accuracies differ by {st.text}% on {name(d)}", st.where, st.text,
                  (("mlp640", d),), "the rule for a printed number, on |k-NN − DNN| (the paper gives no sign)",
                  [check], facts + not_run_fact(ev, [("mlp640", d)]))
@@ -365,10 +394,18 @@ def wrn_layer_names(ev: Evidence) -> Claim:
     authors = [{"dataset": d, "named": named[d], "ours": paper.PAPER_UNIT[named[d]],
                 "first": first_within(paper.FIGURE2[("wrn", d)][0][PAPER_K], layers, paper.FIGURE2[("wrn", d)][1])}
                for d in DATASETS]
+    checks = []
+    for d in DATASETS:
+        if runs := ev.runs("wrn", d):
+            firsts = [first_layer_of(r) for r in runs]
+            checks.append(qualitative([("wrn", d)], "the first layer within 1 point of the DNN (k = 30)",
+                                      f"{paper.PAPER_UNIT[named[d]]} (the paper's {named[d]})", runs, [],
+                                      [f == paper.PAPER_UNIT[named[d]] for f in firsts], d))
+            checks[-1].layers = firsts
     return Claim("The Wide-ResNet's k-NN meets the DNN by unit_2_2 on MNIST, unit_3_2 / unit_3_3 on CIFAR-10 / 100",
                  "section 4.2, Figure 2 (a)", "unit_2_2 / unit_3_2 / unit_3_3", settings,
                  "the first layer whose k-NN (k = 30) is within 1 point of the DNN is the one the paper names "
-                 "(the paper counts units from 1, our layer names from 0)", [],
+                 "(the paper counts units from 1, our layer names from 0)", checks,
                  [Fact("authors_first_layer", {"panels": authors})] + not_run_fact(ev, settings))
 
 
@@ -570,12 +607,13 @@ def table2_values(ev: Evidence) -> Claim:
             {"setting": c.settings[0], "quantity": c.quantity, "values": [-v for v in c.values],
              "paper": c.paper, "held": paper.agrees(Stated(c.paper, "Table 2"), [-v for v in c.values]).held}
             for c in mnist]}))
-        facts.append(Fact("table2_last_step", {"rows": [
-            {"setting": c.settings[0], "quantity": c.quantity, "paper_step": c.step,
-             "values": [paper.QUANTITIES[c.quantity](r) for r in ev.runs(*c.settings[0])]} for c in mnist]}))
+        facts.append(Fact("table2_last_step", {"last_step": max(r.config.steps for c in mnist for r in ev.runs(*c.settings[0])),
+                                               "rows": [{"setting": c.settings[0], "quantity": c.quantity, "paper_step": c.step,
+                                                         "values": [paper.QUANTITIES[c.quantity](r) for r in ev.runs(*c.settings[0])]}
+                                                        for c in mnist if ev.runs(*c.settings[0])]}))
     return Claim("Table 2's generalisation errors", "appendix C, Table 2", "9 × 2 values", ALL,
                  "the rule for a printed number, per cell (MNIST: the authors' 500-step runs)", checks,
-                 facts + raw_fact(ev) + not_run_fact(ev, ALL),
+                 facts + raw_fact(ev) + table2_missing(ev),
                  "The paper defines the error as 'differentiating the training and testing error rates', leaving "
                  "the sign open; the authors' code computed train − test in one commit (b5e7428, "
                  "`knn_classifier_tester.py`) and test − train 33 minutes later (48646ef); we use the latter.")
@@ -585,7 +623,7 @@ def table2_values(ev: Evidence) -> Claim:
 def table2_similar(ev: Evidence) -> Claim:
     checks = []
     for m, d in ALL:
-        for kind in ("main", "raw") if (m, d) == ("lenet", "cifar10") else ("table2" if d == "mnist" else "main",):
+        for kind in ("main", "raw") if (m, d) == ("lenet", "cifar10") else (table2_kind(d),):
             if runs := ev.runs(m, d, kind):
                 gaps = [paper.QUANTITIES[f"{w} generalisation gap (%)"](r) for r in runs for w in ("DNN", "k-NN")]
                 diff = abs(float(np.mean(gaps[0::2])) - float(np.mean(gaps[1::2])))
@@ -594,25 +632,36 @@ def table2_similar(ev: Evidence) -> Claim:
                                           [diff <= SIMILAR + 1e-9], d, shape="statistic"))
     return Claim("A DNN generalises similarly to a k-NN on its embedding", "appendix C, Table 2", "similar", ALL,
                  f"the mean DNN and k-NN generalisation errors within {SIMILAR:.1f} points: the largest difference "
-                 "in the paper's own Table 2 (MLP-640 on CIFAR-100)", checks, not_run_fact(ev, ALL))
+                 "in the paper's own Table 2 (MLP-640 on CIFAR-100)", checks, table2_missing(ev))
 
 
 @claim
 def table2_deeper(ev: Evidence) -> Claim:
     checks = []
     for d in DATASETS:
-        wrn, others = ev.runs("wrn", d, "table2" if d == "mnist" else "main"), [m for m in ("lenet", "mlp640") if ev.runs(m, d)]
+        kind = table2_kind(d)
+        wrn, others = ev.runs("wrn", d, kind), [m for m in ("lenet", "mlp640") if ev.runs(m, d, kind)]
         if wrn and others:
             def diff(m):
-                runs = ev.runs(m, d, "table2" if d == "mnist" else "main")
-                return abs(float(np.mean([report_gap(r, 0) - report_gap(r, 1) for r in runs])))
+                return abs(float(np.mean([report_gap(r, 0) - report_gap(r, 1) for r in ev.runs(m, d, kind)])))
             checks.append(qualitative([("wrn", d), *((m, d) for m in others)], "|DNN − k-NN| difference, "
                                       "Wide-ResNet − the others' smallest", "≤ 0", wrn,
                                       [diff("wrn") - min(diff(m) for m in others)],
                                       [diff("wrn") <= min(diff(m) for m in others)], d, shape="statistic"))
     return Claim("The similarity is more prominent for deeper networks", "appendix C, Table 2", "more prominent",
                  ALL, "the Wide-ResNet's |DNN − k-NN| difference no larger than any other network's on the same "
-                 "dataset (the paper's Table 2: 0.1 / 0.0 / 0.0, the smallest or tied)", checks, not_run_fact(ev, ALL))
+                 "dataset (the paper's Table 2: 0.1 / 0.0 / 0.0, the smallest or tied)", checks, table2_missing(ev))
+
+
+def table2_kind(dataset: str) -> str:
+    """The runs Table 2 reads: the authors' 500-step runs on MNIST, the main runs elsewhere."""
+    return "table2" if dataset == "mnist" else "main"
+
+
+def table2_missing(ev: Evidence) -> list:
+    """What would run Table 2's settings that have no run here, each of its own kind."""
+    return (not_run_fact(ev, [s for s in ALL if s[1] == "mnist"], "table2")
+            + not_run_fact(ev, [s for s in ALL if s[1] != "mnist"]))
 
 
 def report_gap(run, i: int) -> float:
@@ -661,6 +710,12 @@ def train_flops(cfg) -> float:
         model(x).sum().backward()
     batch = r.batch_size or (60_000 if r.dataset == "mnist" else 50_000)
     return fc.get_total_flops() / 2 * batch * r.steps
+
+
+def duration(seconds: float) -> str:
+    """'2.3 h', '14 min' or 'under a minute'."""
+    return (f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min" if seconds >= 60
+            else "under a minute")
 
 
 def gpu_hours(cfgs) -> tuple[float, float]:

@@ -146,7 +146,7 @@ def seed_runs(P: Params, model: str, dataset: str | None, kind: str = "main") ->
     config = {"main": main_config, "legacy": legacy_config, "random": random_config, "table2": table2_config,
               "raw": raw_pixels_config}[kind]
     cfgs = [config(P, dataset, model, s) for s in seeds]
-    if kind in ("legacy", "raw", "table2"):  # read only: never trained by a page
+    if kind in ("legacy", "raw"):  # read only: never trained by a page
         return [r for r in (P.store().find(c) for c in cfgs) if r is not None]
     runs = [r for r in (get(P, c) for c in cfgs) if r is not None]
     if any(r.config.dataset == dataset for r in runs):  # never the dataset mixed with its stand-in
@@ -164,6 +164,8 @@ def grid_configs(P: Params, main: bool = True, random: bool = True, gd: bool = T
             for m in P.models:
                 for seed in range(P.n_runs):
                     cfgs.append(main_config(P, d, m, seed))
+                    if d == "mnist" and P.profile == "paper":  # Table 2 at the authors' step 500
+                        cfgs.append(table2_config(P, d, m, seed))
     if random:
         cfgs += [random_config(P, d, "wrn") for d in P.datasets]
     if gd:

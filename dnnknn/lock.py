@@ -83,12 +83,12 @@ class RunLock:
 
     def _take_over(self, holder: dict) -> bool:
         """Move the stale lock aside; True if it was the one judged stale (else put it back)."""
-        aside = self.path.with_name(f"{self.path.name}.stale-{os.getpid()}")
+        aside = self.path.with_name(f"{self.path.name}.stale-{secrets.token_hex(6)}")  # unique across hosts
         try:
             os.rename(self.path, aside)
         except FileNotFoundError:
             return False  # another waiter moved it first
-        if "irregular" in holder:
+        if "irregular" in holder and not stat.S_ISREG(aside.lstat().st_mode):
             atomic.remove(aside)
             print(f"taking over the lock of {self.label}: {self.path} was {holder['irregular']}, not a lock file, "
                   f"for {self.stale_after:.0f} s", file=sys.stderr, flush=True)
@@ -97,10 +97,10 @@ class RunLock:
             moved = json.loads(aside.read_text() or "{}")
         except (OSError, ValueError):
             moved = {}
-        if moved != holder:  # a fresh lock was taken meanwhile: give it back
+        if moved != holder:  # a fresh lock was taken meanwhile (a regular file where we saw another): give it back
             try:
                 os.link(aside, self.path)
-            except FileExistsError:
+            except OSError:  # another lock is there already, or the aside vanished
                 pass
             aside.unlink(missing_ok=True)
             return False
@@ -167,9 +167,18 @@ class RunLock:
 
     def __exit__(self, *exc):
         self._stop.set()
-        if self.held():
-            self.path.unlink(missing_ok=True)
-        else:
+        mine = self.held()
+        if mine:  # moved aside first, then checked: a lock taken over in between is put back, not removed
+            aside = self.path.with_name(f"{self.path.name}.release-{self._me['nonce']}")
+            try:
+                os.rename(self.path, aside)
+                if json.loads(aside.read_text()).get("nonce") != self._me["nonce"]:
+                    os.link(aside, self.path)
+                    mine = False
+            except (OSError, ValueError):
+                pass
+            aside.unlink(missing_ok=True)
+        if not mine:
             print(f"warning: the lock of {self.label} was taken over while this process held it (it was silent "
                   f"for {self.stale_after:.0f} s); the new holder's lock is left in place", file=sys.stderr, flush=True)
         return False

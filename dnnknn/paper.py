@@ -243,7 +243,7 @@ def judge(runs_of, model: str, dataset: str, quantity: str, st: Stated, kind: st
     kind = kind or ("random" if "random-label" in quantity else
                     "table2" if "generalisation" in quantity and step == experiments.AUTHORS_MNIST_STEP else "main")
     runs = runs_of(model, dataset, kind)
-    values = [QUANTITIES[quantity](r, step if kind == "main" else None) for r in runs]
+    values = [QUANTITIES[quantity](r, step if kind in ("main", "raw") else None) for r in runs]
     return Judged(model, dataset, quantity, st, step, runs, values, agrees(st, values))
 
 
@@ -261,7 +261,7 @@ def stated_judged(full: Params) -> list[Judged]:
         return seed_runs(full, m, d, kind)
     out = []
     for model, dataset, quantity, st in [*stated_rows(), *table2_stated()]:
-        for d in [dataset] if dataset else ["mnist", "cifar10"]:
+        for d in [dataset] if dataset else ["mnist", "cifar10", "cifar100"]:
             j = judge(runs_of, model, d, quantity, st)
             if dataset or j.runs:
                 out.append(j)

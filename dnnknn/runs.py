@@ -47,14 +47,29 @@ def default_store_dir() -> Path:
 MAX_ARRAY_MIB = 256.0  # the largest array a run's predictions.npz may unpack to (the paper's are under 1 MiB)
 
 
+MAX_ARRAYS = 100_000  # arrays in one predictions.npz (a paper-profile run has a few hundred)
+
+
 def check_npz(path: Path, max_mib: float = MAX_ARRAY_MIB):
-    """Every array in an npz file at most `max_mib` unpacked (read from the zip's directory, nothing loaded)."""
+    """Every array in an npz file at most `max_mib`, by the size both the zip's directory and the array's
+    own .npy header declare (np.load sizes the array from the header); nothing is loaded."""
     import zipfile
     try:
         with zipfile.ZipFile(path) as z:
-            big = [(i.filename, i.file_size) for i in z.infolist() if i.file_size > max_mib * 2**20]
-    except (zipfile.BadZipFile, OSError) as e:
-        raise DamagedRun(f"{path} is not an npz file ({type(e).__name__})") from None
+            infos = z.infolist()
+            if len(infos) > MAX_ARRAYS:
+                raise DamagedRun(f"{path} holds {len(infos):,} arrays, more than a run's record ({MAX_ARRAYS:,})")
+            big = []
+            for i in infos:
+                with z.open(i) as f:
+                    version = np.lib.format.read_magic(f)
+                    shape, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                       else np.lib.format.read_array_header_2_0)(f)
+                size = max(i.file_size, int(np.prod(shape, dtype=object)) * dtype.itemsize)
+                if size > max_mib * 2**20:
+                    big.append((i.filename, size))
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise DamagedRun(f"{path} is not an npz file of arrays ({type(e).__name__}: {' '.join(str(e).split())[:80]})") from None
     if big:
         raise DamagedRun(f"{path}: array {big[0][0]} unpacks to {big[0][1] / 2**20:,.0f} MiB, over the "
                          f"{max_mib:g} MiB a run's array may hold; it is not a run's record")

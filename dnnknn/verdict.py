@@ -4,15 +4,14 @@ from __future__ import annotations
 import pandas as pd
 
 from . import paper
-from .claims import VERDICTS, Check, Claim, Fact
+from .claims import VERDICTS, Check, Claim, Fact, duration
 from .names import name
 from .report import fmt_spread
 
 
 def setting_name(setting, data: str | None = None) -> str:
     m, d = setting
-    who = "every network run" if m == "all" else name(m)
-    return f"{who} on {name(data or d)}"
+    return f"{name(m)} on {name(data or d)}"
 
 
 def _settings(settings) -> str:
@@ -21,6 +20,8 @@ def _settings(settings) -> str:
 
 def values_text(c: Check) -> str:
     """Per run: mean ± std (n); a statistic over the runs: its value(s) and how many runs; a series: a → b."""
+    if c.layers:
+        return ", ".join(str(x) for x in c.layers) + f" ({len(c.layers)} run{'s' * (len(c.layers) != 1)})"
     if c.shape == "per run":
         return fmt_spread(c.values, c.digits)
     vals = (" → " if c.shape == "series" else ", ").join(f"{v:.{c.digits}f}" for v in c.values)
@@ -29,8 +30,8 @@ def values_text(c: Check) -> str:
 
 def ours(c: Check, quantity: bool = False) -> str:
     """'LeNet on MNIST: 0.18 ± 0.05 (n=3) at step 500'; with `quantity`, the quantity named first."""
-    where = " and ".join(setting_name(s, c.data) for s in c.settings) if c.settings else "the quick profile"
-    at = f" at step {c.step:,}" if c.step else ""
+    where = " and ".join(setting_name(s, c.data.get(s)) for s in c.settings) if c.settings else "the quick profile"
+    at = f" at step {c.step:,}" if c.step is not None else ""
     return f"{where}: {c.quantity + ' ' if quantity else ''}{values_text(c)}{at}"
 
 
@@ -44,7 +45,7 @@ def summary(claims: list) -> pd.DataFrame:
     """The claims page's table: one row a claim."""
     rows = [{"#": i + 1, "claim": cl.text, "where in the paper": cl.where, "the paper's value": cl.paper,
              "ours (mean ± std, n)": "; ".join(ours(c, len({c.quantity for c in cl.checks}) > 1)
-                                                for c in cl.checks if c.values) or "—",
+                                                for c in cl.checks if c.values or c.layers) or "—",
              "settings run / claimed": settings_column(cl), "verdict": cl.verdict} for i, cl in enumerate(claims)]
     return pd.DataFrame(rows).set_index("#")
 
@@ -88,8 +89,8 @@ def _authors_first_layer(v) -> str:
 def _not_run(v) -> str:
     cost = ""
     if "pflop" in v:
-        h = v["gpu_hours"]
-        when = f"about {h:.1f} h" if h >= 1 else f"about {60 * h:.0f} min" if h * 60 >= 1 else "under a minute"
+        when = duration(3600 * v["gpu_hours"])
+        when = when if when.startswith("under") else f"about {when}"
         cost = (f" ({len(v['settings'])} run{'s' * (len(v['settings']) > 1)}, {v['pflop']:,.1f} PFLOP of training: "
                 f"{when} on one GPU at 100 TFLOP/s sustained, projected, evaluation not included; {v['command']})")
     return f"Not run here: {_settings(v['settings'])}{cost}."
@@ -97,7 +98,7 @@ def _not_run(v) -> str:
 
 def _table2_last_step(v) -> str:
     parts = "; ".join(f"{setting_name(r['setting'])}, {r['quantity']}: {_spread(r['values'])}" for r in v["rows"])
-    return f"At our last step (1,000), from the 1,000-step runs: {parts}."
+    return f"At our last step ({v['last_step']:,}), from the main runs: {parts}."
 
 
 def _indicative(v) -> str:
@@ -139,7 +140,7 @@ FACTS = {  # a Fact's kind -> its sentence
                            f"training: it stays {v['lo']:.1f} to {v['hi']:.1f} points {v['side']} it at every "
                            f"evaluation from step {v['from_step']:,} on ({v['n']} seed{'s' * (v['n'] > 1)})."),
     "signed": lambda v: f"Signed, k-NN − DNN: {_spread(v['values'])}.",
-    "at_last_step": lambda v: (f"At our last step (1,000) the same runs give {_spread(v['values'])}; the paper's "
+    "at_last_step": lambda v: (f"At our last step ({v['last_step']:,}) the same runs give {_spread(v['values'])}; the paper's "
                                f"number was read at step {v['paper_step']:,} ({paper.STEP_SOURCE[v['paper_step']]})."),
     "authors_figure2": _authors_figure2,
     "authors_first_layer": _authors_first_layer,

@@ -66,14 +66,21 @@ def _claim(checks, settings):
 def test_verdict_words_say_how_much_was_run():
     own, other = ("lenet", "mnist"), ("wrn", "mnist")
     ok, bad = Check((own,), "q", "p", [1.0], True), Check((own,), "q", "p", [1.0], False)
-    copy = Check((("lenet", "cifar10"),), "q", "p", [1.0], True, data="cifar10-jpeg")
+    copy = Check((("lenet", "cifar10"),), "q", "p", [1.0], True, data={("lenet", "cifar10"): "cifar10-jpeg"})
     assert _claim([ok], [own]).verdict == claims.REPRODUCED
     assert _claim([ok], [own, other]).verdict == claims.HOLDS  # a setting not run
     assert _claim([copy], [("lenet", "cifar10")]).verdict == claims.HOLDS  # run on a stand-in only
-    assert _claim([ok, bad], [own]).verdict == claims.PARTLY
+    assert _claim([ok, bad], [own]).verdict == claims.NOT  # one setting, one of its checks fails
+    assert _claim([ok, Check((other,), "q", "p", [1.0], False)], [own, other]).verdict == claims.PARTLY
     assert _claim([bad], [own]).verdict == claims.NOT
     assert _claim([Check((own,), "q", "p")], [own]).verdict == claims.NOT_RUN
     assert _claim([ok, copy], [own, ("lenet", "cifar10")]).covered() == ({own}, {("lenet", "cifar10")})
+    # a setting holds when every check on it holds: MC holds and ME fails everywhere is "not reproduced"
+    other_own = ("mlp640", "mnist")
+    mc = [Check((s,), "MC", "p", [1.0], True) for s in (own, other_own)]
+    me = [Check((s,), "ME", "p", [1.0], False) for s in (own, other_own)]
+    assert _claim(mc + me, [own, other_own]).verdict == claims.NOT
+    assert _claim(mc + me[:1], [own, other_own]).verdict == claims.PARTLY
 
 
 def _mlp_runs(gap500, gap1000, n=3):
@@ -158,7 +165,7 @@ def test_a_gap_that_does_not_close_is_described_from_the_runs():
     assert late["side"] == "below" and late["from_step"] == 20
     assert (round(late["lo"], 1), round(late["hi"], 1)) == (1.2, 1.3)
     cl = claims.gap_closes(Evidence.of({("lenet", "cifar10", "main"): [below]}))
-    assert cl.verdict == claims.NOT and cl.checks[0].data == "cifar10-jpeg"
+    assert cl.verdict == claims.NOT and cl.checks[0].data == {("lenet", "cifar10"): "cifar10-jpeg"}
     assert [f.kind for f in cl.facts][:1] == ["late_gap"]
     above = FakeRun({0: (0.1, 0.5), 10: (0.79, 0.80), 20: (0.82, 0.83), 30: (0.82, 0.84), 40: (0.82, 0.85)})
     assert claims.late_gap([above, below]) is None  # the sign changes between runs
@@ -174,7 +181,7 @@ def test_each_claim_is_a_short_function():
 def test_every_claim_renders_without_runs():
     from dnnknn import verdict
     cls = [fn(Evidence.of({})) for fn in claims.CLAIMS]
-    assert all(cl.verdict == claims.NOT_RUN for cl in cls if cl.text != "c")
+    assert all(cl.verdict == claims.NOT_RUN for cl in cls)
     assert set(verdict.counts(cls)) == set(claims.VERDICTS) and verdict.details(cls)
     assert list(verdict.summary(cls).columns) == ["claim", "where in the paper", "the paper's value",
                                                   "ours (mean ± std, n)", "settings run / claimed", "verdict"]
@@ -220,3 +227,29 @@ def test_the_raw_pixel_run_is_judged_beside_the_standardised_one():
     assert fact.values["raw"]["DNN test acc (%)"] == pytest.approx([84.5]) and fact.values["authors_dnn"] == 84.75
     t2 = claims.table2_values(Evidence.of({("lenet", "cifar10", "main"): std, ("lenet", "cifar10", "raw"): raw}))
     assert [c.runs for c in t2.checks if c.settings == (("lenet", "cifar10"),)] == [("std",), ("raw",)] * 2
+
+
+def test_a_check_over_several_networks_names_each_ones_data():
+    """LeNet on CIFAR-10 itself beside a Wide-ResNet on the JPEG copy: one setting is its own, one a stand-in."""
+    lenet = [FakeRun({0: (0.1, 0.3), 100: (0.7, 0.72), 1000: (0.84, 0.84)}, dataset="cifar10", model="lenet")]
+    wrn = [FakeRun({0: (0.1, 0.3), 100: (0.5, 0.6), 1000: (0.95, 0.95)}, dataset="cifar10-jpeg", model="wrn")]
+    cl = claims.lenet_early_wrn_late(Evidence.of({("lenet", "cifar10", "main"): lenet, ("wrn", "cifar10", "main"): wrn}))
+    (c,) = cl.checks
+    assert c.data == {("wrn", "cifar10"): "cifar10-jpeg"}
+    assert cl.covered() == ({("lenet", "cifar10")}, {("wrn", "cifar10")})
+
+
+def test_table2_names_the_500_step_runs_it_lacks():
+    main = _mlp_runs(4.4, 4.4)  # the 1,000-step runs are here, the 500-step ones are not
+    cl = claims.table2_values(Evidence.of({("mlp640", "mnist", "main"): main}))
+    missing = [f for f in cl.facts if f.kind == "not_run"]
+    assert any(("mlp640", "mnist") in f.values["settings"] for f in missing)
+    deeper = claims.table2_deeper(Evidence.of({("mlp640", "mnist", "main"): main, ("wrn", "mnist", "table2"): main}))
+    assert deeper.checks == []  # no 500-step MLP-640 run to compare with: not judged, not failed
+
+
+def test_quick_numbers_are_read_without_the_paper_profile():
+    q = FakeRun({0: (0.1, 0.1), 800: (0.99, 0.99)}, dataset="mnist5k", model="wrn", train={800: (1.0, 1.0)})
+    ev = Evidence.of({}, quick={("wrn", "mnist5k", "random"): q})
+    facts = claims.random_train_accuracy(ev).facts
+    assert [f.values["values"] for f in facts if f.kind == "indicative"] == [pytest.approx([100.0, 100.0])]

@@ -61,12 +61,14 @@ def test_a_symlink_at_a_temporary_name_is_never_followed(tmp_path):
     for name in ("ckpt.tmp", "ckpt.pt.tmp", ".tmp-ckpt.pt"):  # the names a writer could have used
         (folder / name).symlink_to(victim)
     (store.root / f".tmp-{store.key(cfg)}").symlink_to(victim)
-    store.get(cfg, progress=False)
-    atomic.write_text(tmp_path / "link", "new")  # a symlink at the final name is replaced, not followed
+    store.get(cfg, progress=False)  # ckpt.tmp: the name this store once used; the others: names a writer might
     assert victim.read_text() == "precious"
-    (tmp_path / "link2").symlink_to(victim)
-    atomic.write_text(tmp_path / "link2", "new")
-    assert victim.read_text() == "precious" and not (tmp_path / "link2").is_symlink()
+    (tmp_path / "link").symlink_to(victim)  # a symlink at the final name is replaced, not followed
+    atomic.write_text(tmp_path / "link", "new")
+    assert victim.read_text() == "precious" and not (tmp_path / "link").is_symlink()
+    (tmp_path / "k").symlink_to(tmp_path / "victim-folder", target_is_directory=True)
+    atomic.publish_dir(tmp_path, "k", lambda d: (d / "f").write_text("1"))  # a run folder's name too
+    assert (tmp_path / "k").is_dir() and not (tmp_path / "k").is_symlink() and not (tmp_path / "victim-folder").exists()
 
 
 def test_a_symlinked_checkpoint_is_refused_in_one_line(tmp_path):
@@ -102,7 +104,17 @@ def test_a_checkpoint_holds_tensors_and_plain_data_only(tmp_path):
     assert (tmp_path / "ckpt.pt").stat().st_mode & 0o077 == 0 and (tmp_path.stat().st_mode & 0o077) == 0
 
 
-def test_npz_with_pickled_objects_is_not_read(tmp_path):
-    np.savez(tmp_path / "p.npz", a=np.array([{"x": 1}], dtype=object))
-    with np.load(tmp_path / "p.npz") as z, pytest.raises(ValueError, match="allow_pickle"):
-        z["a"]  # numpy's default, which every reader here keeps
+def test_an_npz_header_that_declares_a_huge_array_is_refused(tmp_path):
+    from dnnknn.runs import DamagedRun, check_npz
+    import io
+    import zipfile
+    np.savez(tmp_path / "p.npz", a=np.zeros(4, np.int64))
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(4, np.int64))
+    header["shape"] = (2**30,)  # what np.load would allocate: 8 GiB, from a file of a few bytes
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    with zipfile.ZipFile(tmp_path / "big.npz", "w") as z:
+        z.writestr("a.npy", buf.getvalue() + bytes(32))
+    check_npz(tmp_path / "p.npz")
+    with pytest.raises(DamagedRun, match="unpacks to"):
+        check_npz(tmp_path / "big.npz")
