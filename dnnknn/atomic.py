@@ -31,11 +31,10 @@ def open_temp(path: str | os.PathLike, mode: str = "wb", perms: int = 0o644):
             yield f
             os.fchmod(f.fileno(), perms)
         os.replace(tmp, path)
-    except OSError as e:  # a failed write names no file: name it
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        raise OSError(e.errno, e.strerror, str(path)) from e
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if type(e) in (OSError, IOError) and e.errno is not None and e.filename is None:  # a failed write names no file
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 

@@ -154,11 +154,12 @@ class Agreement:
     def diff(self) -> float:
         return abs(self.mean - self.paper)
 
-    def text(self, digits: int) -> str:
-        """'yes (|difference| 0.0002 ≤ 0.0004)', 'no (...)' or '—'."""
+    def text(self, digits: int, short: bool = False) -> str:
+        """'yes (|difference| 0.0002 ≤ 0.0004)', 'no (...)' or '—'; short: 'yes (0.0002 ≤ 0.0004)'."""
         if self.held is None:
             return "—"
-        return f"{'yes' if self.held else 'no'} ({diff_text(self.diff, self.tol, digits)})"
+        why = diff_text(self.diff, self.tol, digits)
+        return f"{'yes' if self.held else 'no'} ({why.removeprefix('|difference| ') if short else why})"
 
 
 def diff_text(diff: float, tol: float, digits: int) -> str:
@@ -215,7 +216,7 @@ def stated_rows():
 def _quick_column(quick: Params) -> str:
     """'quick profile', with the precision its runs trained in when that is not fp32."""
     prec = quick.train_precision
-    return "quick profile" + ("" if prec == "fp32" else f" ({prec})")
+    return "quick" + ("" if prec == "fp32" else f" ({prec})")
 
 
 @dataclass
@@ -287,13 +288,12 @@ def side_by_side(quick: Params, full: Params, where: str = "text") -> pd.DataFra
         kind = "random" if "random-label" in q else "main"
         qruns = seed_runs(quick1, j.model, _quick_dataset(j.dataset), kind)
         rows.append({"quantity": f"{name(j.model)}, {j.data}: {q}", "paper": j.stated.text, "where": j.stated.where,
-                     "the paper's step": _step_text(j.step),
-                     "ours at the paper's step (mean ± std)": report.fmt_spread(j.values, d),
-                     "agrees (the rule)": j.agreement.text(d),
+                     "step read": _step_text(j.step),
+                     "ours there (mean ± std)": report.fmt_spread(j.values, d),
+                     "agrees (the rule)": j.agreement.text(d, short=True),
                      "ours at our last step": report.fmt_spread(last, d) if j.step else "(the same)",
                      f"{_quick_column(quick)}, 1 run": report.fmt_spread([QUANTITIES[q](r) for r in qruns], d)
-                     if _quick_dataset(j.dataset) else "no such data offline",
-                     "paper-profile runs": ", ".join(r.key for r in j.runs) or NOT_RUN})
+                     if _quick_dataset(j.dataset) else "no such data offline"})
     return pd.DataFrame(rows).set_index("quantity")
 
 
@@ -339,7 +339,7 @@ def run_costs(full: Params, datasets=("mnist", "cifar10"), models=("mlp640", "le
     rows, devices = [], set()
     for d in datasets:
         for m in models:
-            for r in seed_runs(full, m, d):
+            for r in seed_runs(full, m, d) + (seed_runs(full, m, d, "table2") if d == "mnist" else []):
                 wall, ev = r.meta["wall_time_s"], r.meta.get("eval_time_s")
                 train_s = wall - ev if ev is not None else None
                 devices.add(r.meta["device_name"])

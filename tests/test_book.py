@@ -85,7 +85,7 @@ def test_quick_profile_trains_in_bf16_only_where_the_cpu_computes_it(monkeypatch
 def test_side_by_side_names_the_quick_runs_precision(tmp_path, monkeypatch):
     from dnnknn import paper, train
     from dnnknn.profiles import Params
-    for native, column in ((True, "quick profile (bf16-train), 1 run"), (False, "quick profile, 1 run")):
+    for native, column in ((True, "quick (bf16-train), 1 run"), (False, "quick, 1 run")):
         monkeypatch.setattr(train, "cpu_has_bf16", lambda native=native: native)
         quick = Params.from_notebook(device="cpu", runs_dir=str(tmp_path), train_missing=False)
         assert column in paper.side_by_side(quick, quick.as_profile("paper", train_missing=False)).columns
