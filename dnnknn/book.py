@@ -24,7 +24,7 @@ from .errors import ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 BOOK = ROOT / "book"
-
+LOGS = ROOT / "_build" / "logs"  # each page's papermill and kernel log, and jupyter-book's
 
 
 def pages(toc: Path = ROOT / "_toc.yml") -> list[tuple[str, str, dict]]:
@@ -166,15 +166,27 @@ def _relabel(nb: dict, suffix: str, title: str):
         cell["source"] = text
 
 
-def build(warnings_as_errors: bool = True, book: Path = BOOK) -> Path:
+def build(warnings_as_errors: bool = True, book: Path = BOOK, verbose: bool = False) -> Path:
+    """jupyter-book's HTML build of `book`; its output goes to _build/logs/jupyter-book.log (with
+    `verbose`, to the terminal), and a failed build says its warnings and where the log is."""
     cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
            "build", str(book)]
     if warnings_as_errors:
         cmd += ["-W", "-n", "--keep-going"]
-    r = subprocess.run(cmd, cwd=Path(book).parent)
+    site = Path(book).parent  # beside _config.yml
+    log = site / "_build" / "logs" / "jupyter-book.log"
+    if verbose:
+        r = subprocess.run(cmd, cwd=site)
+    else:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as f:
+            r = subprocess.run(cmd, cwd=site, stdout=f, stderr=subprocess.STDOUT)
     if r.returncode:
-        raise ConfigError("jupyter-book build failed (see the messages above)")
-    html = Path(book).parent / "_build" / "html"  # beside _config.yml
+        said = [] if verbose else [line.strip() for line in log.read_text().splitlines()
+                                   if "WARNING" in line or "ERROR" in line][:5]
+        raise ConfigError("jupyter-book build failed" + (f": {' | '.join(said)}" if said else "")
+                          + ("" if verbose else f"; its log: {log}"))
+    html = site / "_build" / "html"
     for page in html.rglob("*.html"):
         once_each_inline_script(page)
     return html / "index.html"
@@ -233,84 +245,151 @@ def _worker_init():
     signal.signal(signal.SIGTERM, stop)
 
 
+def page_log(page: str, logs: Path = LOGS) -> Path:
+    """Where a page's papermill and kernel log goes: _build/logs/paper__01_knn_during_training.log."""
+    return Path(logs) / (page.removesuffix(".ipynb").replace("/", "__") + ".log")
+
+
 def _run_page(job: tuple) -> dict:
-    """One page in a worker process: its kernel gets `threads` threads (torch, BLAS, numba), and
-    the runs it trains are marked with its name (meta.json "page") for the timing table."""
-    src, page, params, threads, book = job
+    """One page in a worker process: its kernel gets `threads` threads (torch, BLAS, numba), the
+    runs it trains are marked with its name (meta.json "page") and those it reads listed, for the
+    driver's line and timing table. Papermill's log and the kernel's output go to the page's log
+    file (with `verbose`, to the terminal); a failing cell raises PageFailed with its error."""
+    from papermill.exceptions import PapermillExecutionError
+
+    from .errors import PageFailed
+
+    src, page, params, threads, book, logs, verbose = job
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = str(threads)
     os.environ["DNNKNN_PAGE"] = page
+    log = page_log(page, logs)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    reads = log.with_suffix(".runs")
+    reads.unlink(missing_ok=True)
+    os.environ["DNNKNN_RUNS_READ"] = str(reads)
+    if not verbose:  # this process's and its kernel's output (a kernel inherits the descriptors)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
     import logging
-    logging.basicConfig(level=logging.INFO, format=f"      [{page}] %(message)s", force=True)
+    logging.basicConfig(level=logging.INFO, format=f"      [{page}] %(message)s", force=True, stream=sys.stderr)
     for noisy in ("traitlets", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # parameters the driver passes beyond the page's own (train_missing, device, ...) are expected
     logging.getLogger("papermill").addFilter(lambda r: "Passed unknown parameter" not in r.getMessage())
     start = time.time()
-    t = execute(src, page, params, book=book)
-    t["page"], t["train"], t["knn"] = page, *_train_eval_seconds(page, start, params.get("runs_dir"))
+    try:
+        t = execute(src, page, params, book=book)
+    except PapermillExecutionError as e:
+        raise PageFailed(f"page {page} failed in its cell {e.exec_count or e.cell_index}: {e.ename}: "
+                         f"{' '.join(str(e.evalue).split())[:300]}; the page's log: {log}") from None
+    t["page"], (t["train"], t["knn"], t["trained"]) = page, _train_eval_seconds(page, start, params.get("runs_dir"))
+    read = set(reads.read_text().split()) if reads.exists() else set()
+    t["read"] = max(0, len(read) - t["trained"])
+    out = Path(book) / page  # the seconds its runs took, for the next build's order (`run_pages`)
+    nb = json.loads(out.read_text())
+    nb["metadata"]["dnnknn"]["runs_s"] = round(t["train"] + t["knn"], 1)
+    atomic.write_text(out, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     return t
 
 
-def _recorded_wall(page: str) -> float:
-    """The wall time the committed page recorded when it was last executed (0 if unknown)."""
+def _recorded(page: str) -> tuple[float, float]:
+    """(seconds of the runs it trained, wall time) that the committed page recorded when it was
+    last executed (0 where unknown)."""
     try:
-        return json.loads((BOOK / page).read_text())["metadata"]["dnnknn"]["wall_time_s"]
+        meta = json.loads((BOOK / page).read_text())["metadata"]["dnnknn"]
     except (OSError, ValueError, KeyError):
-        return 0.0
+        return 0.0, 0.0
+    return float(meta.get("runs_s", 0.0)), float(meta.get("wall_time_s", 0.0))
 
 
-def run_pages(todo: list, extra: dict, jobs: int, book: Path = BOOK) -> tuple[list[dict], float]:
+def run_pages(todo: list, extra: dict, jobs: int, book: Path = BOOK, logs: Path = LOGS,
+              verbose: bool = False) -> tuple[list[dict], float]:
     """Execute the pages `jobs` at a time, each kernel with cores / jobs threads (two 1-thread
     training processes get 12% more steps through a 2-core CPU than one with 2 threads). First the
     pages that only read runs (paper profile), beside the numba compilation (a process of its
-    own); then the others, longest first by the wall time each page recorded when it was last
-    executed, the summary (09) last. Pages needing the same run share it: the run store's lock
-    lets one train it while the others wait. Returns the pages' times and the compilation's."""
+    own); then the pages that trained runs when last executed, the longest first, then the others,
+    the summary (09) last. Pages needing the same run share it: the run store's lock
+    lets one train it while the others wait. Shows a progress bar over the pages and a line per
+    finished page. Returns the pages' times and the compilation's."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from tqdm import tqdm
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
     env = {**os.environ, "NUMBA_NUM_THREADS": str(threads)}
     numba = subprocess.Popen([sys.executable, "-c", "from dnnknn.knn import warm_up; print(warm_up())"],
                              cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     reading = [p for p in todo if p[2].get("profile") == "paper"]
+    # the pages that train runs first, the longest first, so that the others find them made
+    # instead of waiting in a worker for them; then the rest, the longest first; the summary last
     rest = sorted((p for p in todo if p not in reading),
-                  key=lambda p: (p[0].startswith("09_"), -_recorded_wall(p[1])))
-    print(f"{len(todo)} pages, {jobs} at a time ({threads} thread{'s' * (threads > 1)} each)", flush=True)
-    times, futures = [], {}
+                  key=lambda p: (p[0].startswith("09_"), not _recorded(p[1])[0], [-x for x in _recorded(p[1])]))
+    print(f"{len(todo)} page{'s' * (len(todo) != 1)}, {jobs} at a time ({threads} thread{'s' * (threads > 1)} each); "
+          f"{'their logs below' if verbose else f'each one logs to {Path(logs)}/'}", flush=True)
+    times, futures, reported, numba_s = [], {}, set(), None
+    bar = tqdm(total=len(todo), unit="page", desc="pages", file=sys.stderr, leave=False, dynamic_ncols=True)
+
+    def compiled(block: bool) -> bool:
+        """Whether numba's kernels are on disk (waiting for them if `block`)."""
+        nonlocal numba_s
+        if numba_s is None and (block or numba.poll() is not None):
+            out = numba.communicate()[0].strip().splitlines()
+            numba_s = float(out[-1]) if numba.returncode == 0 and out else float("nan")
+        return numba_s is not None
+
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init) as pool:
-        def submit(some):
-            for src, page, params in some:
-                futures[pool.submit(_run_page, (src, page, {**params, **extra}, threads, book))] = page
-        submit(reading)
-        out = numba.communicate()[0].strip().splitlines()
-        numba_s = float(out[-1]) if numba.returncode == 0 and out else float("nan")
-        submit(rest)  # the kernels are compiled (on disk) before any page needs them
-        pending = set(futures)
+        def submit():
+            """One more page into a free worker: a reading page while numba compiles, then the others
+            in their order (the kernels are on disk before any of them needs them)."""
+            queue = rest if rest and compiled(block=not reading) else reading
+            src, page, params = queue.pop(0)
+            futures[pool.submit(_run_page, (src, page, {**params, **extra}, threads, book, logs, verbose))] = page
+
         try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for f in done:
-                    times.append(f.result())  # a failed page raises here
-                    print(f"      {futures[f]} done in {times[-1]['wall']:.0f} s", flush=True)
+            while reading or rest or len(reported) < len(futures):
+                while (reading or rest) and sum(not f.done() for f in futures) < jobs:
+                    submit()
+                wait([f for f in futures if not f.done()], timeout=1.0, return_when=FIRST_COMPLETED)
+                for f in [f for f in futures if f.done() and f not in reported]:
+                    reported.add(f)
+                    times.append(f.result())  # a failed page raises here (PageFailed: its error and log)
+                    bar.update()
+                    bar.write(page_line(times[-1]), file=sys.stdout)
+                    sys.stdout.flush()  # before the bar redraws on stderr
+            compiled(block=True)
         except BaseException:
-            for f in pending:
+            for f in futures:
                 f.cancel()
             for proc in list(getattr(pool, "_processes", {}).values()):  # the running pages too
                 proc.terminate()
             numba.kill()
             pool.shutdown(wait=True)
-            for tmp in Path(book).rglob(".tmp-*.ipynb"):  # a page killed before its own clean-up
-                tmp.unlink(missing_ok=True)
+            for _, page, _ in todo:  # the temporary file of a page killed before its own clean-up
+                for tmp in (Path(book) / page).parent.glob(".tmp-*.ipynb"):
+                    tmp.unlink(missing_ok=True)
             raise
+        finally:
+            bar.close()
     times.sort(key=lambda t: [p[1] for p in todo].index(t["page"]))
     return times, numba_s
 
 
+def page_line(t: dict) -> str:
+    """A finished page in one line: its name, seconds, and the runs it trained and read."""
+    runs = ", ".join(f"{n} {what}" for n, what in ((t["trained"], "trained"), (t["read"], "read")) if n) or "no run"
+    return f"  {t['page'].removesuffix('.ipynb'):<40} {t['wall']:5.0f} s   {runs}"
+
+
 def main(args) -> int:
     import logging
-    logging.basicConfig(level=logging.INFO, format="      %(message)s")
+    verbose = getattr(args, "verbose", False)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="      %(message)s")
     for noisy in ("traitlets", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     todo = PAGES
@@ -342,11 +421,11 @@ def main(args) -> int:
             resolve_device(P.device)
     total, times, numba_s, html_s = time.time(), [], 0.0, None
     if not args.no_execute:
-        times, numba_s = run_pages(todo, extra, max(1, args.jobs))
+        times, numba_s = run_pages(todo, extra, max(1, args.jobs), verbose=verbose)
     executed = time.time() - total
     if not args.no_build:
         t = time.time()
-        index = build()
+        index = build(verbose=verbose)
         html_s = time.time() - t
     if times:
         print(timing_table(times, numba_s, html_s, executed))
@@ -355,12 +434,14 @@ def main(args) -> int:
     return 0
 
 
-def _train_eval_seconds(page: str, since: float, runs_dir: str | None = None) -> tuple[float, float]:
+def _train_eval_seconds(page: str, since: float, runs_dir: str | None = None) -> tuple[float, float, int]:
     """(training, evaluation) seconds of the runs that `page` trained (meta.json "page") after
-    `since`, in the store the notebooks use (-p runs_dir, else ./runs or $DNNKNN_RUNS)."""
+    `since`, in the store the notebooks use (-p runs_dir, else ./runs or $DNNKNN_RUNS), and how
+    many runs those were."""
     from .runs import default_store_dir
     root = ROOT / (Path(runs_dir).expanduser() if runs_dir else default_store_dir())  # an absolute path stays
     train = knn = 0.0
+    count = 0
     for m in root.glob("*/meta.json"):
         if m.parent.name.startswith(".") or m.stat().st_mtime < since:  # .tmp-*: a run being written
             continue
@@ -372,7 +453,8 @@ def _train_eval_seconds(page: str, since: float, runs_dir: str | None = None) ->
         if meta.get("page") == page:
             knn += meta.get("eval_time_s", 0.0)
             train += meta["wall_time_s"] - meta.get("eval_time_s", 0.0)
-    return train, knn
+            count += 1
+    return train, knn, count
 
 
 def timing_table(times: list[dict], numba_s: float, html_s: float | None, executed: float | None = None) -> str:

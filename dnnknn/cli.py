@@ -144,7 +144,7 @@ def _book(a) -> int:
 
 
 def _export(a) -> int:
-    from .runs import RunStore, export
+    from .runs import RunStore, export, export_unfinished
 
     store = RunStore(a.runs_dir)
     if not a.keys:
@@ -152,7 +152,10 @@ def _export(a) -> int:
             print(run.key, run.config.label(), run.meta["device_name"], sep="  |  ")
         return 0
     for key in a.keys:
-        print(f"exported {export(store, key, a.to)}")
+        if a.unfinished:
+            print(f"exported the unfinished run's checkpoint to {export_unfinished(store, key, a.to)}")
+        else:
+            print(f"exported {export(store, key, a.to)}")
     return 0
 
 
@@ -189,6 +192,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--profile", choices=PROFILES, help="the profile for the notebooks run")
     b.add_argument("--no-execute", action="store_true", help="only build the HTML from book/")
     b.add_argument("--no-build", action="store_true", help="only execute the notebooks")
+    b.add_argument("-v", "--verbose", action="store_true",
+                   help="print papermill's and each kernel's full log (by default in _build/logs/, one file a page)")
     b.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="notebooks executed side by side (each kernel gets cores / jobs threads)")
     b.set_defaults(func=_book)
@@ -196,6 +201,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("keys", nargs="*", help="run keys (folder names); none = list the store's runs")
     e.add_argument("--runs-dir", help="run store (default $DNNKNN_RUNS or ./runs)")
     e.add_argument("--to", default=None, help="destination (default: the repository's results/)")
+    e.add_argument("--unfinished", action="store_true",
+                   help="copy an unfinished run's last checkpoint to results/unfinished/KEY/, where a store on "
+                        "another machine that reads results/ takes the run up")
     e.set_defaults(func=_export)
     g = sub.add_parser("grid", help="submit every run a profile needs through submitit (Slurm or local)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -233,7 +241,7 @@ def main(argv=None) -> int:
         return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
     except DnnKnnError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_code", 2)
     except OSError as e:  # a full disk, a read-only or vanished folder: what, where, and no traceback
         where = f" ({e.filename})" if e.filename else ""
         print(f"error: {e.strerror or type(e).__name__}{where}; nothing unfinished was published: free the space "

@@ -19,3 +19,8 @@ class TrainingDiverged(DnnKnnError, FloatingPointError):
 
 class UnsafeCheckpoint(DnnKnnError, PermissionError):
     """A checkpoint in a folder that another user owns or can write to: never resumed from."""
+
+
+class PageFailed(DnnKnnError):
+    """A book page whose notebook raised: the page, the failing cell's error and its log file."""
+    exit_code = 1

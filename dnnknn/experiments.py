@@ -127,6 +127,19 @@ def main_runs(P: Params, models=None, datasets=None, seed: int = 0):
     return runs, cfgs
 
 
+def seed_grid(P: Params, models=None, datasets=None, kind: str = "main"):
+    """{(model, dataset): the runs of its first `P.figure_runs` seeds (`seed_runs`), or None} and
+    the configs (seed 0's): what the figures draw as mean ± sd over seeds."""
+    runs, cfgs = {}, {}
+    config = {"main": main_config, "random": random_config}[kind]
+    drawn = dataclasses.replace(P, n_runs=min(P.figure_runs, P.n_runs))
+    for d in datasets or P.datasets:
+        for m in models or P.models:
+            cfgs[(m, d)] = config(P, d, m)
+            runs[(m, d)] = seed_runs(drawn, m, d, kind) or None
+    return runs, cfgs
+
+
 def random_runs(P: Params, datasets=None, model: str = "wrn", seed: int = 0):
     """{(model, dataset): Run or None} and the configs, for the random-label runs (section 4.4)."""
     runs, cfgs = {}, {}
@@ -177,3 +190,64 @@ def grid_configs(P: Params, main: bool = True, random: bool = True, gd: bool = T
             seen.add(key)
             out.append(c)
     return out
+
+
+def table1_runs(P: Params, model: str = "wrn"):
+    """Table 1's runs: {(dataset, seed): Run or None} over seeds 0 .. P.n_runs - 1, and the configs;
+    a dataset's own runs or its stand-in's, never both mixed."""
+    runs, cfgs = {}, {}
+    for d in P.datasets:
+        found = {r.config.seed: r for r in seed_runs(P, model, d)}
+        for seed in range(P.n_runs):
+            cfgs[(d, seed)] = main_config(P, d, model, seed)
+            runs[(d, seed)] = found.get(seed)
+    return runs, cfgs
+
+
+def conv_models(P: Params) -> list[str]:
+    """The profile's networks that Figure 2 probes layer by layer (not the MLP)."""
+    return [m for m in P.models if m != "mlp640"]
+
+
+PROBE_LAYERS = ("maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool")  # torchvision's ResNet-18
+
+
+def resnet18_for(data, seed: int = 0):
+    """torchvision's ResNet-18 for `data`'s classes and channels (its first convolution takes the
+    data's channels), initialised from `seed`."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(seed)
+    net = torchvision.models.resnet18(num_classes=data.num_classes)
+    net.conv1 = torch.nn.Conv2d(data.shape[0], 64, 7, 2, 3, bias=False)
+    return net
+
+
+def missing_runs(P: Params):
+    """The paper grid's runs that the store (and results/) lack, grouped by setting: a table with
+    the seeds, the training FLOPs per run, the time at `claims.GPU_TFLOPS`, where each can run and
+    the grid section; and the number of runs and their FLOPs in all."""
+    import pandas as pd
+
+    from .claims import GPU_TFLOPS, duration, train_flops
+    from .profiles import CPU_FILL
+
+    store, groups = P.store(), {}
+    for cfg in grid_configs(P):
+        if store.find(cfg) is None:
+            g = groups.setdefault(cfg.label().rsplit(", seed", 1)[0], {"cfg": cfg, "seeds": [], "flops": train_flops(cfg)})
+            g["seeds"].append(cfg.seed)
+    rate = GPU_TFLOPS * 1e12
+    rows = [{"runs": what, "seeds": ", ".join(map(str, g["seeds"])),
+             "training per run (PFLOP)": f"{g['flops'] / 1e15:,.2f}",
+             f"time per run at {GPU_TFLOPS:.0f} TFLOP/s": duration(g["flops"] / rate),
+             "where": "a CPU: " + CPU_FILL.strip("`") if fits_cpu(g["cfg"]) else "a GPU",
+             "grid section": section(g["cfg"])} for what, g in groups.items()]
+    table = pd.DataFrame(rows).set_index("runs") if rows else pd.DataFrame({"runs": ["none: every run is here"]})
+    return table, sum(len(g["seeds"]) for g in groups.values()), sum(g["flops"] * len(g["seeds"]) for g in groups.values())
+
+
+def seed_counts(P: Params, dataset: str, models=("mlp640", "lenet")) -> dict[str, int]:
+    """{model: how many of its seeds' main runs on `dataset` there are}."""
+    return {m: len(seed_runs(P, m, dataset)) for m in models}

@@ -87,3 +87,65 @@ def figure(chosen: pd.DataFrame, x_train, x_test, y_train, classes=None, title: 
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def shown_settings(runs: dict, datasets, models, every_model, at_most: int = 2) -> list[tuple[str, str]]:
+    """The (model, dataset) pairs the page shows: per dataset, the first of `models` with a run
+    (else of `every_model`); the first `at_most` datasets that have one."""
+    order = list(dict.fromkeys((*models, *every_model)))
+    out = []
+    for d in datasets:
+        m = next((m for m in order if runs.get((m, d)) is not None), None)
+        if m:
+            out.append((m, d))
+    return out[:at_most]
+
+
+def page_items(P) -> dict:
+    """What the 'what the k-NN sees' page glues, by name: for the first two datasets with a run, the
+    recorded neighbours at the first and last step (figures, and the count of each case), the
+    distance to the nearest training image by step for every network, and what the runs were.
+    Every name is there, a placeholder where there is no run or no images."""
+    import dataclasses
+
+    from . import experiments, plots, profiles, report
+    from .data import load_dataset
+    from .errors import DataNotFoundError
+
+    everyone = dataclasses.replace(P, models=tuple(profiles.PAPER["models"]))  # the same runs as the other pages
+    runs, cfgs = experiments.main_runs(everyone)
+    shown = shown_settings(runs, P.datasets, P.models, everyone.models)
+    items, notes = {}, []
+    for i, suffix in enumerate(("", "_2")):
+        if i >= len(shown):
+            none = profiles.NOT_RUN if i == 0 else "no second dataset with a run in this profile"
+            for fig in ("fig_nn_start", "fig_nn_end", "fig_nn_distance"):
+                items[fig + suffix] = plots.placeholder(none)
+                items[f"{fig}{suffix}_counts"] = "no run here"
+            items["nn_src" + suffix] = items["nn_shown" + suffix] = "no run here"
+            continue
+        m, d = shown[i]
+        run = runs[(m, d)]
+        trained_on = run.config.dataset  # a stand-in's own data (CIFAR-10's JPEG copy)
+        items["nn_shown" + suffix] = f"{plots.name(m)} on {plots.name(trained_on)}"
+        try:
+            data = load_dataset(trained_on, P.data_dir, limit=run.config.limit)
+        except DataNotFoundError as e:
+            data = None
+            notes.append(f"The images of {plots.name(trained_on)} are not on this machine ({e}), so its "
+                         f"neighbours cannot be drawn.")
+        for fig, step in (("fig_nn_start", 0), ("fig_nn_end", max(run.config.eval_steps))):
+            table = cases(run, step)
+            counts = table.case.value_counts()
+            items[f"{fig}{suffix}_counts"] = ", ".join(f"{c}: {counts.get(c, 0)}" for c in CASES)
+            items[fig + suffix] = plots.placeholder("the images are not on this machine") if data is None else figure(
+                pick(table), data.x_train, data.x_test, data.y_train, classes=CLASS_NAMES.get(trained_on),
+                title=f"{run.config.label()}, step {step}")
+        # one dataset's runs, never its stand-in's too
+        same = {mm: first_distance(r) for (mm, dd), r in runs.items()
+                if r is not None and dd == d and r.config.dataset == trained_on}
+        items["fig_nn_distance" + suffix] = plots.distance_figure(same, plots.name(trained_on), everyone.metric)
+        items["nn_src" + suffix] = report.sources(everyone, {k: v for k, v in runs.items() if k[1] == d},
+                                                  {k: v for k, v in cfgs.items() if k[1] == d})
+    items["nn_notes"] = " ".join(notes) or "The images are read from the dataset the runs trained on."
+    return items

@@ -1,48 +1,64 @@
-"""Matplotlib figures in the paper's colours: DNN black, k-NN red; MC blue, ME red.
+"""Figures in the paper's colours (DNN black, k-NN red; MC blue, ME red), drawn with seaborn.
 
-Each `*_grid` function draws one panel per (row, column) from a dict of runs (None = not run) and
-returns the figure; the caller captions it with what the runs were (`report.describe`).
+Each `*_panel` draws one panel from one run or a list of runs (the seeds of one setting): a line
+per quantity, the mean over the seeds with a band of ± one standard deviation when there are
+several. `grid` lays panels out (rows: models, columns: datasets) from a dict of runs (None = not
+run) and returns the figure; the caller captions it with what the runs were (`report.describe`).
 """
 from __future__ import annotations
 
 import textwrap
 
 import matplotlib.pyplot as plt
-import numpy as np
-from matplotlib import cycler
+import pandas as pd
 
 from .names import PAPER_K, PAPER_METRIC, STAND_INS, name  # noqa: F401 - plots.name: the pages' name for a model or dataset
 from .profiles import NOT_RUN
 
 DNN, KNN, MC, ME = "black", "tab:red", "tab:blue", "tab:red"
 LAYER_K_COLOURS = {1: "tab:blue", 5: "tab:orange", 30: "tab:red", 100: "tab:green"}
-
-
-# seaborn 0.13's set_theme(style="whitegrid", context="notebook", font_scale=0.9), written out (the book's
-# list of choices says why)
-DEEP = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd"]
-THEME = {"axes.axisbelow": True, "axes.edgecolor": ".8", "axes.grid": True, "axes.labelcolor": ".15",
-         "axes.labelsize": 10.8, "axes.linewidth": 1.25, "axes.prop_cycle": cycler(color=DEEP),
-         "axes.titlesize": 10.8, "font.size": 10.8, "grid.color": ".8", "grid.linewidth": 1.0,
-         "font.sans-serif": ["Arial", "DejaVu Sans", "Liberation Sans", "Bitstream Vera Sans", "sans-serif"],
-         "legend.fontsize": 9.9, "legend.title_fontsize": 10.8, "lines.solid_capstyle": "round",
-         "patch.edgecolor": "w", "patch.force_edgecolor": True, "text.color": ".15",
-         "xtick.bottom": False, "xtick.color": ".15", "xtick.labelsize": 9.9, "xtick.major.size": 6.0,
-         "xtick.major.width": 1.25, "xtick.minor.size": 4.0, "xtick.minor.width": 1.0,
-         "ytick.left": False, "ytick.color": ".15", "ytick.labelsize": 9.9, "ytick.major.size": 6.0,
-         "ytick.major.width": 1.25, "ytick.minor.size": 4.0, "ytick.minor.width": 1.0}
+MODEL_COLOURS = {"wrn": "tab:blue", "lenet": "tab:orange", "mlp640": "tab:green"}
 
 
 def theme():
-    plt.rcParams.update(THEME)
+    import seaborn as sns  # here, not at import: a page without a figure does not load it (and scipy.stats)
+    sns.set_theme(style="whitegrid", context="notebook", font_scale=0.9)
+
+
+def as_runs(runs) -> list:
+    """A panel's runs as a list: one run, or the seeds of one setting."""
+    return [r for r in (runs if isinstance(runs, (list, tuple)) else [runs]) if r is not None]
+
+
+def seeds_table(runs, split="test", **kw) -> pd.DataFrame:
+    """`Run.table(split, **kw)` of each run, one below the other, with a `seed` column: the long
+    table seaborn draws means and bands from."""
+    return pd.concat([r.table(split, **kw).assign(seed=r.config.seed) for r in as_runs(runs)], ignore_index=True)
+
+
+def line(ax, t: pd.DataFrame, y: str, colour, label: str, scale: float = 1.0, x: str = "step", **style):
+    """The mean of `y` over the seeds in `t` by `x`, with a ± sd band when there are several."""
+    import seaborn as sns
+    n = t.seed.nunique()
+    sns.lineplot(data=t.assign(value=scale * t[y]), x=x, y="value", ax=ax, color=colour, label=label,
+                 errorbar="sd" if n > 1 else None, marker=style.pop("marker", "."), markeredgecolor=colour,
+                 legend=False, **style)
+
+
+def seeds_text(runs) -> str:
+    """What a panel's lines are: 'seed 0', or 'n=3, mean ± sd' (over its seeds)."""
+    rs = as_runs(runs)
+    return f"seed {rs[0].config.seed}" if len(rs) == 1 else f"n={len(rs)}, mean ± sd"
 
 
 def grid(rows, cols, panel, runs: dict, height=2.6, width=None, sharey=True, legend=True, missing=None,
          title=None):
-    """Call panel(ax, run, row, col) for each cell (rows: models, columns: datasets, as in the paper);
-    a cell without a run says so, and with `missing(row, col)` (e.g. `report.missing_text`) what
-    would fill it. width: of a panel, by default such that the figure fills the book's width (7 in),
-    with at least 2.3 in per panel; title(row, col): a panel's title (default "column — row")."""
+    """Call panel(ax, runs, row, col) for each cell (rows: models, columns: datasets, as in the paper),
+    with the cell's run or list of runs (its seeds); a cell without a run says so, and with
+    `missing(row, col)` (e.g. `report.missing_text`) what would fill it. A panel's title names its
+    data, network and seeds. width: of a panel, by default such that the figure fills the book's
+    width (7 in), with at least 2.3 in per panel; title(row, col): the title's first part
+    (default "column — row")."""
     theme()
     width = width or max(2.3, 7.0 / len(cols))
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(width * len(cols), height * len(rows)),
@@ -50,8 +66,8 @@ def grid(rows, cols, panel, runs: dict, height=2.6, width=None, sharey=True, leg
     for i, r in enumerate(rows):
         for j, c in enumerate(cols):
             ax = axes[i, j]
-            run = runs.get((r, c))
-            if run is None:
+            cell = as_runs(runs.get((r, c)))
+            if not cell:
                 text = (missing(r, c) if missing else NOT_RUN).replace("`", "")
                 ax.text(0.5, 0.5, textwrap.fill(text, 34), ha="center", va="center", transform=ax.transAxes,
                         color="dimgrey", fontsize=8, wrap=True)
@@ -60,16 +76,17 @@ def grid(rows, cols, panel, runs: dict, height=2.6, width=None, sharey=True, leg
                 ax.tick_params(left=False, bottom=False, labelleft=False, labelbottom=False)
                 ax.grid(False)
             else:
-                panel(ax, run, r, c)
-            stood_in = run is not None and isinstance(c, str) and STAND_INS.get(c) == run.config.dataset
-            col = name(run.config.dataset if stood_in else c)  # a stand-in's panel names the copy
+                panel(ax, runs[(r, c)], r, c)
+            stood_in = cell and isinstance(c, str) and STAND_INS.get(c) == cell[0].config.dataset
+            col = name(cell[0].config.dataset if stood_in else c)  # a stand-in's panel names the copy
             text = title(r, c) if title else f"{col} — {name(r)}" if isinstance(r, str) else col
+            text += f" ({seeds_text(cell)})" if cell else ""
             ax.set_title(textwrap.fill(text, int(11 * width)), fontsize=10)  # ~11 characters an inch
     if legend:
         handles, labels = [], []
         for ax in axes.flat:
             for h, lab in zip(*ax.get_legend_handles_labels()):
-                if lab not in labels:
+                if lab not in labels and not lab.startswith("_"):
                     handles.append(h)
                     labels.append(lab)
         if handles:
@@ -82,21 +99,23 @@ def grid(rows, cols, panel, runs: dict, height=2.6, width=None, sharey=True, leg
 
 
 def accuracy_panel(split="test", k=PAPER_K, metric=PAPER_METRIC, colours=(DNN, KNN), percent=True):
-    def panel(ax, run, *_):
-        t = run.table(split, k=k, metric=metric)
+    """Figure 1 (and 5 (a)): DNN and k-NN accuracy by training step."""
+    def panel(ax, runs, *_):
+        t = seeds_table(runs, split, k=k, metric=metric)
         s = 100 if percent else 1
-        ax.plot(t.step, s * t.dnn_acc, color=colours[0], marker=".", label="DNN")
-        ax.plot(t.step, s * t.knn_acc, color=colours[1], marker=".", label=f"k-NN (k={k}, {metric.upper()})")
+        line(ax, t, "dnn_acc", colours[0], "DNN", s)
+        line(ax, t, "knn_acc", colours[1], f"k-NN (k={k}, {metric.upper()})", s)
         ax.set_xlabel("training step")
         ax.set_ylabel(f"{split} accuracy (%)")
     return panel
 
 
 def mc_me_panel(split="test", k=PAPER_K, metric=PAPER_METRIC, me_if_undefined=None):
-    def panel(ax, run, *_):
-        t = run.table(split, k=k, metric=metric, me_if_undefined=me_if_undefined)
-        ax.plot(t.step, t.MC, color=MC, marker=".", label="MC")
-        ax.plot(t.step, t.ME, color=ME, marker=".", label="ME")
+    """Figure 3: MC and ME by training step."""
+    def panel(ax, runs, *_):
+        t = seeds_table(runs, split, k=k, metric=metric, me_if_undefined=me_if_undefined)
+        line(ax, t, "MC", MC, "MC")
+        line(ax, t, "ME", ME, "ME")
         ax.set_xlabel("training step")
         ax.set_ylabel(f"MC, ME ({split} set)")
         ax.set_ylim(-0.02, 1.02)
@@ -104,12 +123,12 @@ def mc_me_panel(split="test", k=PAPER_K, metric=PAPER_METRIC, me_if_undefined=No
 
 
 def p_same_panel(splits=("test",), k=PAPER_K, metric=PAPER_METRIC):
+    """Figure 4 (and 5 (b)): P_SAME by training step."""
     colours = {"test": "tab:purple", "train": "tab:green"}
 
-    def panel(ax, run, *_):
+    def panel(ax, runs, *_):
         for split in splits:
-            t = run.table(split, k=k, metric=metric)
-            ax.plot(t.step, t.P_SAME, color=colours[split], marker=".", label=f"P_SAME ({split})")
+            line(ax, seeds_table(runs, split, k=k, metric=metric), "P_SAME", colours[split], f"P_SAME ({split})")
         ax.set_xlabel("training step")
         ax.set_ylabel("P_SAME")
         ax.set_ylim(-0.02, 1.02)
@@ -123,26 +142,99 @@ def layers_panel(ks=(1, 5, 30, 100), metric=PAPER_METRIC, authors: bool = True, 
     rings, dotted DNN; `paper.FIGURE2`)."""
     from . import paper, probing
 
-    def panel(ax, run, model, dataset):
-        last = run.last_step(split="test", metric=metric, pca=0)
-        order = [layer for layer in run.config.probe_layers if layer in set(last.layer)]
+    def panel(ax, runs, model, dataset):
+        rs = as_runs(runs)
+        c = rs[0].config  # the seeds share everything else
+        lasts = [r.last_step(split="test", metric=metric, pca=0).assign(seed=r.config.seed) for r in rs]
+        order = [layer for layer in c.probe_layers if layer in set(lasts[0].layer)]
         theirs, their_dnn = paper.figure2(model, dataset) if authors else (None, None)
-        c = run.config
         first = probing.input_knn(c.dataset, tuple(ks), metric, c.pixels, c.limit) if inputs else None
         axis = (["input"] if first or theirs is not None else []) + order
         x = {layer: i for i, layer in enumerate(axis)}
+        t = pd.concat(lasts, ignore_index=True)
+        t = t[t.layer.isin(order)]
+        if first:  # the input images' k-NN: the same for every seed
+            t = pd.concat([t, pd.DataFrame([{"layer": "input", "k": k, "knn_acc": first[k], "seed": r.config.seed}
+                                            for k in ks for r in rs])], ignore_index=True)
+        t = t.assign(position=t.layer.map(x))
         for k in ks:
-            acc = last[last.k == k].set_index("layer").knn_acc.reindex(order)
-            pts = ([100 * first[k]] if first else []) + list(100 * acc.values)
-            ax.plot([x[a] for a in (["input"] if first else []) + order], pts, "o-", lw=0.8,
-                    color=LAYER_K_COLOURS.get(k), label=f"k-NN k={k}", ms=4)
+            line(ax, t[t.k == k], "knn_acc", LAYER_K_COLOURS.get(k), f"k-NN k={k}", 100, x="position",
+                 marker="o", lw=0.8, ms=4)
             if theirs is not None:
-                t = theirs[(theirs.k == k) & theirs.layer.isin(list(x))]
-                ax.plot([x[a] for a in t.layer], t.knn_acc, "o", mfc="none", color=LAYER_K_COLOURS.get(k), ms=6,
+                th = theirs[(theirs.k == k) & theirs.layer.isin(list(x))]
+                ax.plot([x[a] for a in th.layer], th.knn_acc, "o", mfc="none", color=LAYER_K_COLOURS.get(k), ms=6,
                         label="the authors' values (rings)" if k == ks[0] else None)
-        ax.axhline(100 * last.dnn_acc.iloc[0], color=DNN, ls="--", label="DNN")
+        ax.axhline(100 * sum(last.dnn_acc.iloc[0] for last in lasts) / len(lasts), color=DNN, ls="--", label="DNN")
         if their_dnn is not None:
             ax.axhline(their_dnn, color="grey", ls=":", label="the authors' DNN")
         ax.set_xticks(range(len(axis)), axis, rotation=70, fontsize=7)
+        ax.set_xlabel("")
         ax.set_ylabel("test accuracy (%)")
     return panel
+
+
+def panels_row(runs, panels: dict, row: str, missing=None):
+    """One row of different panels of the same run(s) (Figure 7: accuracy, MC and ME, P_SAME):
+    panels: {title: panel}; row: the data's name in each title."""
+    return grid([row], list(panels), lambda ax, rs, _, what: panels[what](ax, rs),
+                {(row, what): runs for what in panels}, sharey=False, missing=missing and (lambda *_: missing),
+                title=lambda _, what: f"{what} — {name(row)}")
+
+
+def split_rows(runs: dict, model: str, datasets, panel_for, splits=("train", "test"), missing=None):
+    """Figure 8's layout: a row per split (training, test set), a column per dataset, the panel
+    `panel_for(split)` of `runs[(model, dataset)]` in each."""
+    panels = {split: panel_for(split) for split in splits}
+    return grid(list(splits), list(datasets), lambda ax, rs, split, d: panels[split](ax, rs),
+                {(split, d): runs[(model, d)] for split in splits for d in datasets},
+                missing=missing and (lambda split, d: missing(model, d)))
+
+
+def placeholder(text: str, height: float = 1.0):
+    """A figure that only says why there is no figure."""
+    theme()
+    fig, ax = plt.subplots(figsize=(6, height))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", color="dimgrey")
+    return fig
+
+
+def probe_layers_figure(table: pd.DataFrame, layers, ks, dnn_acc: float):
+    """Figure 2 for any network (`probe`'s table at one step): k-NN test accuracy by layer, the
+    DNN's dashed."""
+    theme()
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for k in ks:
+        acc = table[table.k == k].set_index("layer").knn_acc.reindex(list(layers))
+        ax.plot(range(len(layers)), 100 * acc.values, "o-", color=LAYER_K_COLOURS.get(k), label=f"k-NN k={k}", ms=4)
+    ax.axhline(100 * dnn_acc, color=DNN, ls="--", label="DNN")
+    ax.set_xticks(range(len(layers)), list(layers))
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=8, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def distance_figure(distances: dict, title: str, metric: str = PAPER_METRIC):
+    """The mean distance to the nearest training image by step, per network and case.
+    distances: {model: `neighbours.first_distance(run)`}."""
+    from .neighbours import CASES
+
+    theme()
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for model, dist in distances.items():
+        for case, style in zip(CASES, ("-", "--", ":")):
+            t = dist[dist.case == case]
+            ax.plot(t.step, t.distance, style, color=MODEL_COLOURS.get(model), marker=".",
+                    label=f"{name(model)}: {case}")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"nearest-neighbour distance ({metric.upper()})")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def split_panel(factory, **kw):
+    """split -> factory(split, **kw): a panel per split for `split_rows` (e.g. `mc_me_panel`)."""
+    return lambda split: factory(split, **kw)

@@ -197,3 +197,28 @@ def input_knn(dataset: str, ks=(1, 5, 30, 100), metric: str = PAPER_METRIC, pixe
     pred = KNNClassifier(k=max(ks), metric=metric).fit(pooled[0], ds.y_train.numpy()).predict_many(pooled[1], ks)
     y = ds.y_test.numpy()
     return {k: float((pred[(metric, k)] == y).mean()) for k in ks}
+
+
+def probe_during_training(model: torch.nn.Module, data, steps, layer="embedding", k=30, metric=PAPER_METRIC,
+                          **train_kw) -> dict[int, ProbeReport]:
+    """Train `model` on `data` (a dnnknn `Dataset`) with `train.train_module` and `probe` it on the
+    training and test sets at each of `steps` (0 included: before training): {step: report}."""
+    from .train import train_module
+
+    reports, done = {}, 0
+    for s in sorted(set(steps)):
+        train_module(model, data, s, start=done, **train_kw)
+        done = s
+        reports[s] = probe(model, (data.x_train, data.y_train), (data.x_test, data.y_test), layer=layer, k=k,
+                           metric=metric)
+    return reports
+
+
+def training_table(reports: dict[int, ProbeReport], layer: str, metric: str = PAPER_METRIC, k: int = 30) -> pd.DataFrame:
+    """One layer's measures (%, MC, ME, P_SAME) at each probed step of `probe_during_training`."""
+    rows = []
+    for s, rep in reports.items():
+        r = rep.table.loc[(layer, metric, k)]
+        rows.append({"step": s, "DNN acc (%)": round(100 * r.dnn_acc, 2), "k-NN acc (%)": round(100 * r.knn_acc, 2),
+                     "MC": round(r.MC, 4), "ME": round(r.ME, 4), "P_SAME": round(r.P_SAME, 4)})
+    return pd.DataFrame(rows).set_index("step")

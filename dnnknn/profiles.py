@@ -41,10 +41,10 @@ NEIGHBOUR_IMAGES = 64  # test images whose nearest training images the main runs
 # 0.0029 above fp32's, against 2 std = 0.0015 of the fp32 seeds (`benchmarks/precision_pair.py
 # --seeds 3`); accuracy, ME and P_SAME agreed.
 QUICK = dict(datasets=("mnist5k",), models=("wrn", "lenet", "mlp640"), wrn_depth=10, wrn_width=1,
-             steps=300, eval_every=30, n_runs=3, random_limit=(500, 500), random_steps=800,
+             steps=300, eval_every=30, n_runs=3, figure_runs=1, random_limit=(500, 500), random_steps=800,
              gd_steps=400, gd_eval_every=20, gd_dataset="mnist5k", precision="auto")
 PAPER = dict(datasets=PAPER_DATASETS, models=("wrn", "lenet", "mlp640"), wrn_depth=28,
-             wrn_width=10, steps=None, eval_every=None, n_runs=10, random_limit=None,
+             wrn_width=10, steps=None, eval_every=None, n_runs=10, figure_runs=10, random_limit=None,
              random_steps=None, gd_steps=400, gd_eval_every=20, gd_dataset="mnist", precision="fp32")
 
 
@@ -78,6 +78,7 @@ class Params:
     ks: tuple[int, ...] = ()          # extra k values, besides those each section uses
     metric: str = "l1"                # k-NN distance of the figures
     n_runs: int | None = None         # seeds of every main run
+    figure_runs: int | None = None    # seeds a figure draws (mean ± sd), those of them that exist (paper: all)
     device: str = "auto"              # "auto": CUDA when present
     data_dir: str | None = None       # None: $DNNKNN_DATA or ~/.cache/dnnknn/data
     runs_dir: str | None = None       # None: $DNNKNN_RUNS or ./runs
@@ -141,7 +142,7 @@ class Params:
                 raise ConfigError(f"parameter 'models': unknown model {m!r}; allowed: {', '.join(MODELS)}")
         if self.metric not in METRICS:
             raise ConfigError(f"parameter 'metric' must be one of {METRICS}, got {self.metric!r}")
-        for name in ("steps", "eval_every", "n_runs", "gd_steps", "gd_eval_every", "random_steps"):
+        for name in ("steps", "eval_every", "n_runs", "figure_runs", "gd_steps", "gd_eval_every", "random_steps"):
             v = getattr(self, name)
             if v is not None and v <= 0:
                 raise ConfigError(f"parameter {name!r} must be a positive integer, got {v!r}")

@@ -74,14 +74,23 @@ def how_to_fill(P: Params, cfg: RunConfig) -> str:
     return f"{NOT_RUN} ({how})"
 
 
-def describe(P: Params, run: Run | None, cfg: RunConfig) -> str:
-    """A caption fragment saying what a panel was computed from."""
-    if run is None:
+def describe(P: Params, run, cfg: RunConfig) -> str:
+    """A caption fragment saying what a panel was computed from: one run, or the seeds of one
+    setting (a list of runs)."""
+    from .plots import as_runs
+    runs = as_runs(run)
+    if not runs:
         return f"{cfg.label()}: {how_to_fill(P, cfg)}"
-    m, cfg = run.meta, run.config  # a stand-in's own dataset (experiments.get)
+    first, cfg = runs[0].meta, runs[0].config  # a stand-in's own dataset (experiments.get)
     lim = f", first {cfg.limit[0]:,} training images" if cfg.limit else ""
-    return (f"{cfg.label()}{lim}; {m['device_name']}; profile {P.profile}; "
-            f"code {m['code_version']}; run {run.key}")
+    label = cfg.label()
+    if len(runs) > 1:
+        label = f"{label.rsplit(', seed', 1)[0]}, seeds {', '.join(str(r.config.seed) for r in runs)}"
+    devices = ", ".join(dict.fromkeys(r.meta["device_name"] for r in runs))
+    codes = ", ".join(dict.fromkeys(r.meta["code_version"] for r in runs))
+    keys = ", ".join(r.key for r in runs)
+    return (f"{label}{lim}; {devices}; profile {P.profile}; code {codes}; "
+            f"run{'s' * (len(runs) > 1)} {keys}")
 
 
 def missing_text(P: Params, cfgs: dict):
@@ -90,15 +99,16 @@ def missing_text(P: Params, cfgs: dict):
 
 
 def sources(P: Params, runs: dict, cfgs: dict) -> str:
-    """Markdown, one sentence per run: what each panel or cell was computed from; a stand-in
-    dataset's (experiments.get) named as such; the runs not here in one sentence that says how to
-    fill them."""
-    from .plots import name
-    done = [describe(P, runs[key], cfgs[key]) for key in cfgs if runs[key] is not None]
-    missing = [cfgs[key] for key in cfgs if runs[key] is None]
+    """Markdown, one sentence per setting: what each panel or cell was computed from (a run, or the
+    seeds of one setting); a stand-in dataset's (experiments.get) named as such; the runs not
+    here in one sentence that says how to fill them."""
+    from .plots import as_runs, name
+    got = {key: as_runs(runs[key]) for key in cfgs}
+    done = [describe(P, got[key], cfgs[key]) for key in cfgs if got[key]]
+    missing = [cfgs[key] for key in cfgs if not got[key]]
     text = ". ".join(done) + ("." if done else "")
-    stood_in = {(cfgs[key].dataset, runs[key].config.dataset) for key in cfgs
-                if runs[key] is not None and runs[key].config.dataset != cfgs[key].dataset}
+    stood_in = {(cfgs[key].dataset, got[key][0].config.dataset) for key in cfgs
+                if got[key] and got[key][0].config.dataset != cfgs[key].dataset}
     for asked, copy in sorted(stood_in):
         text += (f" {name(asked)} itself was not run here; where a run on {name(copy)} exists, its panel or "
                  f"cell shows that run, named as the copy: read it beside the paper's {name(asked)} values as a "
@@ -114,21 +124,86 @@ def sources(P: Params, runs: dict, cfgs: dict) -> str:
 
 
 def final_accuracy_table(runs: dict, split="test", k=PAPER_K, metric=PAPER_METRIC) -> "pd.DataFrame":
-    """The last evaluation's DNN and k-NN accuracy (%). runs: {(model, dataset): Run or None}."""
+    """The last evaluation's DNN and k-NN accuracy (%), mean ± std over seeds. runs: {(model,
+    dataset): a Run, a list of runs (its seeds), or None}."""
     import pandas as pd
-    from .plots import name
+    from .plots import as_runs, name
 
     rows = []
-    for (m, d), run in runs.items():
-        row = {"model": name(m), "dataset": dataset_name(d, run)}
-        if run is None:
-            row.update({"DNN (%)": NOT_RUN, "k-NN (%)": NOT_RUN, "k-NN − DNN (%)": NOT_RUN})
-        else:
-            r = run.final(split=split, k=k, metric=metric)
-            row.update({"DNN (%)": f"{100 * r.dnn_acc:.2f}", "k-NN (%)": f"{100 * r.knn_acc:.2f}",
-                        "k-NN − DNN (%)": f"{100 * (r.knn_acc - r.dnn_acc):.2f}"})
-        rows.append(row)
+    for (m, d), rs in runs.items():
+        finals = [r.final(split=split, k=k, metric=metric) for r in as_runs(rs)]
+        rows.append({"model": name(m), "dataset": dataset_name(d, as_runs(rs)),
+                     "DNN (%)": fmt_spread([100 * f.dnn_acc for f in finals]),
+                     "k-NN (%)": fmt_spread([100 * f.knn_acc for f in finals]),
+                     "k-NN − DNN (%)": fmt_spread([100 * (f.knn_acc - f.dnn_acc) for f in finals])})
     return pd.DataFrame(rows).set_index(["model", "dataset"])
+
+
+def _settings(runs: dict):
+    """(model, the data's name, the runs) for each setting of `runs` that has a run."""
+    from .plots import as_runs
+    return [(m, dataset_name(d, as_runs(rs)), as_runs(rs)) for (m, d), rs in runs.items() if as_runs(rs)]
+
+
+def start_text(runs: dict, k=PAPER_K, metric=PAPER_METRIC) -> str:
+    """Figure 1 at step 0: each setting's k-NN and DNN test accuracy (%) before training."""
+    from .plots import name
+    parts = []
+    for m, data, rs in _settings(runs):
+        first = [r.table(k=k, metric=metric).iloc[0] for r in rs]
+        parts.append(f"{name(m)} on {data}: k-NN {fmt_spread([100 * f.knn_acc for f in first], 1, '%')} "
+                     f"vs DNN {fmt_spread([100 * f.dnn_acc for f in first], 1, '%')}")
+    return "; ".join(parts) or "no run here"
+
+
+def mc_me_text(runs: dict, k=PAPER_K, metric=PAPER_METRIC) -> str:
+    """Figures 3 and 4 at the last step: MC, ME and P_SAME per setting (Markdown list), with how
+    many mistakes seed 0's ME rests on."""
+    from .plots import name
+    rows = []
+    for m, data, rs in _settings(runs):
+        f = [r.final(k=k, metric=metric) for r in rs]
+        rows.append(f"- {name(m)} on {data}: MC = {fmt_spread([x.MC for x in f], 3)}, "
+                    f"ME = {fmt_spread([x.ME for x in f], 3)}, P_SAME = {fmt_spread([x.P_SAME for x in f], 4)}; "
+                    f"seed {rs[0].config.seed}: {me_support(rs[0], k=k, metric=metric)}")
+    return "\n".join(rows) or "- no run here"
+
+
+def random_label_text(runs: dict, k=PAPER_K, metric=PAPER_METRIC) -> str:
+    """Figure 5 at the last step (Markdown list): the training and test accuracy of the network
+    and its k-NN, chance, and P_SAME on both sets."""
+    rows = []
+    for _, data, rs in _settings(runs):
+        r = rs[0]
+        tr, te = r.final(split="train", k=k, metric=metric), r.final(split="test", k=k, metric=metric)
+        chance = 100 / (int(r.predictions()["labels/test"].max()) + 1)
+        rows.append(f"- {data}: training accuracy DNN {100 * tr.dnn_acc:.2f}%, k-NN {100 * tr.knn_acc:.2f}%; "
+                    f"test accuracy DNN {100 * te.dnn_acc:.1f}% (chance {chance:.0f}%); "
+                    f"P_SAME train {tr.P_SAME:.3f}, test {te.P_SAME:.3f}")
+    return "\n".join(rows) or "- no run here"
+
+
+def final_text(run, k=PAPER_K, metric=PAPER_METRIC) -> str:
+    """One run's last evaluation in a line: accuracies, MC, ME, P_SAME."""
+    if run is None:
+        return NOT_RUN
+    f = run.final(k=k, metric=metric)
+    return (f"DNN {100 * f.dnn_acc:.2f}%, k-NN {100 * f.knn_acc:.2f}%, MC = {f.MC:.3f}, ME = {f.ME:.3f}, "
+            f"P_SAME = {f.P_SAME:.3f}")
+
+
+def embedding_note(P: Params, model: str = "wrn") -> str:
+    """Table 1's note: each dataset's network and embedding size, and what PCA-64 does to it."""
+    from .experiments import main_config
+    from .plots import name
+    parts = []
+    for d in P.datasets:
+        e = main_config(P, d, model).width * 64
+        parts.append(f"{name(d)}: Wide-ResNet-{P.wrn_depth}-{P.wrn_width}, a {e}-d embedding"
+                     + (" (so PCA to 64 dimensions only centres and rotates it: L2 distances, and with them the "
+                        "L2 k-NN, stay as they were; L1 distances change under a rotation, so the L1 k-NN's "
+                        "accuracy may move a little)" if e <= 64 else ""))
+    return "; ".join(parts)
 
 
 def me_support(run, k=PAPER_K, metric=PAPER_METRIC, split="test") -> str:
@@ -154,19 +229,17 @@ def generalization_gaps(run, k=PAPER_K, metric=PAPER_METRIC, step: int | None = 
 
 def generalization_table(runs: dict, k=PAPER_K, metric=PAPER_METRIC, wide: bool = False) -> "pd.DataFrame":
     """Appendix C's gaps (%) for the DNN and the k-NN. runs: {(model, dataset): a Run (its value),
-    a list of runs (mean ± std over seeds), or None}. wide: laid out as the paper's Table 2, a DNN
+    a list of runs (its seeds), or None}, as mean ± std over seeds. wide: laid out as the paper's Table 2, a DNN
     and a k-NN line per model, a column per dataset."""
     import pandas as pd
-    from .plots import name
+    from .plots import as_runs, name
 
     rows, asked = [], []
     for (m, d), rs in runs.items():
         row = {"model": name(m), "dataset": dataset_name(d, rs)}
-        single = not isinstance(rs, (list, tuple))
-        gaps = [generalization_gaps(r, k, metric) for r in ([rs] if single else rs) if r is not None]
+        gaps = [generalization_gaps(r, k, metric) for r in as_runs(rs)]
         for i, who in enumerate(("DNN", "k-NN")):
-            vals = [g[i] for g in gaps]
-            row[who] = NOT_RUN if not vals else f"{vals[0]:.2f}" if single else fmt_spread(vals)
+            row[who] = fmt_spread([g[i] for g in gaps])
         rows.append(row)
         asked.append(name(d))
     long = pd.DataFrame(rows).set_index(["model", "dataset"])
@@ -203,8 +276,8 @@ def robustness_table(runs_by_seed: dict, ks=TABLE1_KS) -> "pd.DataFrame":
     return pd.DataFrame(table, index=pd.Index(index, name="k"))
 
 
-def fmt_spread(values, digits: int = 2) -> str:
-    """'mean ± std (n=N)' over runs; 'not run here' without runs; 'undefined' when every run's
+def fmt_spread(values, digits: int = 2, unit: str = "") -> str:
+    """'mean ± std<unit> (n=N)' over runs; 'not run here' without runs; 'undefined' when every run's
     value is NaN (ME of a network that makes no mistake)."""
     values = list(values)
     if not values:
@@ -212,5 +285,46 @@ def fmt_spread(values, digits: int = 2) -> str:
     mean, std, n = spread(values)
     if n == 0:
         return f"undefined in all {len(values)} runs"
-    text = f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})" if n > 1 else f"{mean:.{digits}f} (n=1)"
+    text = f"{mean:.{digits}f} ± {std:.{digits}f}{unit} (n={n})" if n > 1 else f"{mean:.{digits}f}{unit} (n=1)"
     return text + (f", undefined in {len(values) - n}" if n < len(values) else "")
+
+
+def glue_all(items: dict):
+    """Glue each item by its name: a figure as a figure, a DataFrame as a table, text as Markdown."""
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    for name, item in items.items():
+        if isinstance(item, Figure):
+            glue_figure(name, item)
+        elif isinstance(item, pd.DataFrame):
+            glue_table(name, item)
+        else:
+            glue_md(name, str(item))
+
+
+def missing_total_text(count: int, flops: float) -> str:
+    """The missing runs in one sentence: how many, their training FLOPs and GPU-hours (a projection)."""
+    from .claims import GPU_TFLOPS
+    rate = GPU_TFLOPS * 1e12
+    return (f"{count} runs, {flops / 1e15:,.0f} PFLOP of training: about {flops / rate / 3600:,.0f} GPU-hours "
+            f"at {GPU_TFLOPS:.0f} TFLOP/s sustained (a third of an A100's bf16 peak; a projection)")
+
+
+def probe_source(data, steps: int, device: str) -> str:
+    """What the probed ResNet-18 of the 'probe any network' page was: data, training, machine, code."""
+    import torchvision
+
+    from .plots import name
+    from .runs import code_version, device_name
+    from .train import resolve_device
+    return (f"ResNet-18 (torchvision {torchvision.__version__}, {data.shape[0]} input channel"
+            f"{'s' * (data.shape[0] > 1)}) on {name(data.name)} ({len(data.y_train):,} training / "
+            f"{len(data.y_test):,} test images), Nesterov SGD lr 0.05, batch 100, {steps} steps, seed 0; "
+            f"{device_name(str(resolve_device(device)))}; code {code_version()}")
+
+
+def seeds_count_text(counts: dict) -> str:
+    """'MLP-640 3, LeNet 3': runs per network."""
+    from .plots import name
+    return ", ".join(f"{name(m)} {n}" for m, n in counts.items())

@@ -50,6 +50,15 @@ MAX_ARRAY_MIB = 256.0  # the largest array a run's predictions.npz may unpack to
 MAX_ARRAYS = 100_000  # arrays in one predictions.npz (a paper-profile run has a few hundred)
 
 
+def _note_read(key: str):
+    """Add a run read to $DNNKNN_RUNS_READ (one key a line), where `python -m dnnknn book` counts
+    the runs each page read."""
+    path = os.environ.get("DNNKNN_RUNS_READ")
+    if path:
+        with open(path, "a") as f:
+            f.write(key + "\n")
+
+
 def check_npz(path: Path, max_mib: float = MAX_ARRAY_MIB):
     """Every array in an npz file at most `max_mib`, by the size both the zip's directory and the array's
     own .npy header declare (np.load sizes the array from the header); nothing is loaded."""
@@ -171,7 +180,9 @@ class RunStore:
         for folder in [self.root, *self.extra]:
             if (folder / key).is_dir():
                 try:
-                    return self._open(folder / key)
+                    run = self._open(folder / key)
+                    _note_read(key)
+                    return run
                 except DamagedRun as e:
                     if not quiet:
                         print(f"warning: {e} in {folder}; it will be recomputed", file=sys.stderr, flush=True)
@@ -240,6 +251,7 @@ class RunStore:
         from .train import fit
 
         workdir = self.root / ".partial" / key
+        self._adopt_unfinished(key, workdir)
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         version = code_version()  # the code that trains it, read before the tree can change
         try:
@@ -257,6 +269,21 @@ class RunStore:
         if lock is None or lock.held():  # else its checkpoints are a new holder's now
             shutil.rmtree(workdir, ignore_errors=True)
         return Run(path)
+
+    def _adopt_unfinished(self, key: str, workdir: Path):
+        """Without a checkpoint of its own, the run resumes from one exported unfinished into a
+        read-only folder (`export_unfinished`: results/unfinished/<key>/), copied into a private
+        folder of this store."""
+        if (workdir / "ckpt.pt").exists():
+            return
+        for folder in self.extra:
+            src = folder / UNFINISHED / key / "ckpt.pt"
+            if src.is_file() and not src.is_symlink():
+                workdir.mkdir(parents=True, exist_ok=True)
+                workdir.chmod(0o700)
+                atomic.write_bytes(workdir / "ckpt.pt", src.read_bytes(), perms=0o600)
+                print(f"taking up the unfinished run {key} from {src.parent}", flush=True)
+                return
 
     def _write(self, key, cfg, meta, rows, losses, arrays) -> Path:
         def fill(tmp: Path):
@@ -288,9 +315,7 @@ class RunStore:
 def export(store: RunStore, key: str, to: str | os.PathLike | None = None) -> Path:
     """Copy a finished run's compact records (no checkpoints) into `to` (default results/),
     after checking them against their manifest (a damaged run is refused)."""
-    if not (isinstance(key, str) and len(key) == 16 and all(c in "0123456789abcdef" for c in key)):
-        raise ConfigError(f"{key!r} is not a run key (16 hex digits, a folder name in the store); "
-                          f"`python -m dnnknn export` lists them")
+    _check_key(key)
     src = store.root / key
     if not src.is_dir():
         raise ConfigError(f"no finished run {key!r} in {store.root}; `python -m dnnknn export` lists them")
@@ -299,7 +324,42 @@ def export(store: RunStore, key: str, to: str | os.PathLike | None = None) -> Pa
     except DamagedRun as e:
         raise DamagedRun(f"{e}: not exported; train it again (the same command) to recompute it") from None
     dest_root = Path(to) if to else COMMITTED
-    return atomic.publish_dir(dest_root, key, lambda tmp: [shutil.copy2(src / f, tmp / f) for f in (*RUN_FILES, MANIFEST)])
+    out = atomic.publish_dir(dest_root, key, lambda tmp: [shutil.copy2(src / f, tmp / f) for f in (*RUN_FILES, MANIFEST)])
+    shutil.rmtree(dest_root / UNFINISHED / key, ignore_errors=True)  # its checkpoint is no longer needed
+    return out
+
+
+UNFINISHED = "unfinished"  # results/unfinished/<key>/: checkpoints of runs that another machine takes up
+
+
+def export_unfinished(store: RunStore, key: str, to: str | os.PathLike | None = None) -> Path:
+    """Copy an unfinished run's last checkpoint (tensors and plain data, read with weights_only)
+    and what it is into `to`/unfinished/<key>/ (default results/), where a store that reads `to`
+    resumes it (`RunStore.train`); the finished run's `export` removes it."""
+    from .train import load_checkpoint
+
+    _check_key(key)
+    ckpt = store.root / ".partial" / key / "ckpt.pt"
+    if not ckpt.is_file():
+        raise ConfigError(f"no checkpoint of an unfinished run {key!r} in {store.root / '.partial'}")
+    try:
+        ck = load_checkpoint(ckpt, "cpu")
+    except Exception as e:  # noqa: BLE001 - any unreadable file: refused, never exported
+        raise DamagedRun(f"the checkpoint {ckpt} cannot be read ({type(e).__name__}); not exported") from None
+    info = {"key": key, "step": ck["step"], "wall_time_s": round(ck["wall"], 1), "code_version": code_version(),
+            "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+    def fill(tmp: Path):
+        shutil.copy2(ckpt, tmp / "ckpt.pt")
+        (tmp / "unfinished.json").write_text(json.dumps(info, indent=1))
+
+    return atomic.publish_dir((Path(to) if to else COMMITTED) / UNFINISHED, key, fill)
+
+
+def _check_key(key):
+    if not (isinstance(key, str) and len(key) == 16 and all(c in "0123456789abcdef" for c in key)):
+        raise ConfigError(f"{key!r} is not a run key (16 hex digits, a folder name in the store); "
+                          f"`python -m dnnknn export` lists them")
 
 
 def _as_config(cfg) -> RunConfig:

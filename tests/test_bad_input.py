@@ -106,7 +106,7 @@ def test_a_garbled_record_or_a_temporary_folder_does_not_stop_the_time_table(tmp
                        ("c" * 16, json.dumps({"page": "p", "wall_time_s": 3.0, "eval_time_s": 1.0}))):
         (tmp_path / name).mkdir()
         (tmp_path / name / "meta.json").write_text(text)
-    assert _train_eval_seconds("p", 0.0, str(tmp_path)) == (2.0, 1.0)
+    assert _train_eval_seconds("p", 0.0, str(tmp_path)) == (2.0, 1.0, 1)
 
 
 def test_a_failed_download_leaves_no_empty_folders(tmp_path, monkeypatch):
@@ -273,7 +273,7 @@ def test_book_folders_are_relative_to_where_the_command_runs(tmp_path, monkeypat
     import dnnknn.book
     from dnnknn import cli
     seen = {}
-    monkeypatch.setattr(dnnknn.book, "run_pages", lambda todo, extra, jobs: (seen.update(extra), ([], 0.0))[1])
+    monkeypatch.setattr(dnnknn.book, "run_pages", lambda todo, extra, jobs, **kw: (seen.update(extra), ([], 0.0))[1])
     monkeypatch.chdir(tmp_path)
     assert cli.main(["book", "--only", "01", "--no-build", "-p", "runs_dir", "rel"]) == 0
     assert seen["runs_dir"] == str(tmp_path / "rel")

@@ -1,5 +1,7 @@
 """The notebooks execute through papermill with tiny parameters, and the book builds without warnings."""
 import json
+import subprocess
+import sys
 import os
 import shutil
 
@@ -140,7 +142,7 @@ def test_every_notebook_executes_and_the_book_builds(tmp_path, monkeypatch):
     reading = "paper/06_generalization_error.ipynb"
     todo = [(src, page, {**params, **TINY}) for src, page, params in book.PAGES if not page.startswith("paper/")]
     todo += [(src, page, {**params, "device": "cpu"}) for src, page, params in book.PAGES if page == reading]
-    times, numba_s = book.run_pages(todo, {}, jobs=2, book=site / "book")  # as `make book` runs them
+    times, numba_s = book.run_pages(todo, {}, jobs=2, book=site / "book", logs=tmp_path / "logs")  # as `make book` runs them
     assert sorted(t["page"] for t in times) == sorted(p[1] for p in todo) and numba_s >= 0
     for t in times:  # each page's times; the paper-profile page reads runs and trains nothing
         assert (site / "book" / t["page"]).exists() and 0 < t["cells"] < t["wall"]
@@ -170,3 +172,68 @@ def test_every_notebook_executes_and_the_book_builds(tmp_path, monkeypatch):
     assert "not run here" in side and "fill_the_missing_runs.html" in side  # one pointer, not a command per row
     from .browser import check_in_chromium
     check_in_chromium(html, tmp_path / "screenshot.png")
+
+
+MAX_CODE_LINES = 16  # a page's code after its parameters cell: imports, then calls into the library
+
+
+def test_pages_only_call_the_library():
+    """Every page is its parameters cell plus calls into the library: no function or class of its
+    own, no loop (over datasets or anything else), its sentences written by the library."""
+    import re
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])]
+        lines = [line for c in code for line in c.source.splitlines() if line.strip() and not line.strip().startswith("#")]
+        assert len(lines) <= MAX_CODE_LINES, (path.name, len(lines))
+        for line in lines:
+            assert not re.match(r"\s*(def|class|for|while|try|with)\b", line), (path.name, line)
+            assert not re.search(r"\bfor\b.*\bin\b|\blambda\b", line), (path.name, line)  # comprehensions too
+            assert not re.search(r"\bf[\"']", line), (path.name, line)  # sentences come from the library
+        body = "\n".join(c.source for c in code)
+        imports = re.findall(r"^from dnnknn(?:\.\w+)? import (.+)$", body, re.M)
+        rest = re.sub(r"^from .* import .*$", "", body, flags=re.M)
+        for name in (n.strip() for line in imports for n in line.split(",")):  # nothing imported unused
+            assert re.search(rf"\b{name}\b", rest), (path.name, name)
+        assert "myst_nb" not in body, path.name
+
+
+def _driver(code: str, tmp_path) -> subprocess.CompletedProcess:
+    """The page driver in a process of its own, its output (every file descriptor) captured."""
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "DNNKNN_RUNS": str(tmp_path / "runs")})
+
+
+NOISE = ("Executing Cell", "Ending Cell", "Executing notebook", "without encryption", "Traceback",
+         "KeyboardInterrupt", "[IPKernelApp]", "Input Notebook")
+
+
+def test_the_driver_prints_a_line_a_page_and_logs_the_rest_to_a_file(tmp_path):
+    """A page that reads committed runs (the full-batch run): the terminal gets the page's line,
+    never papermill's cell lines, a kernel's warnings or a traceback; its log file gets them."""
+    page = "paper/07_full_batch_gd.ipynb"
+    code = (f"from pathlib import Path; from dnnknn import book\n"
+            f"todo = [p for p in book.PAGES if p[1] == {page!r}]\n"
+            f"book.run_pages(todo, {{}}, jobs=1, book=Path({str(tmp_path / 'book')!r}), logs=Path({str(tmp_path / 'logs')!r}))")
+    r = _driver(code, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    said = r.stdout + r.stderr
+    assert not [n for n in NOISE if n in said], said[-2000:]
+    line = next(line for line in r.stdout.splitlines() if "paper/07_full_batch_gd" in line)
+    assert line.split()[-2:] == ["1", "read"], line  # the full-batch run, read from results/
+    log = (tmp_path / "logs" / "paper__07_full_batch_gd.log").read_text()
+    assert "Executing Cell" in log and (tmp_path / "book" / page).exists()
+
+
+def test_a_failing_page_says_its_cell_error_and_log_in_one_line(tmp_path):
+    code = ("from pathlib import Path; from dnnknn import book\n"
+            "from dnnknn.errors import PageFailed\n"
+            "todo = [p for p in book.PAGES if p[1] == '07_full_batch_gd.ipynb']\n"
+            f"try:\n    book.run_pages(todo, {{'metric': 'l3'}}, jobs=1, book=Path({str(tmp_path / 'book')!r}), "
+            f"logs=Path({str(tmp_path / 'logs')!r}))\n"
+            "except PageFailed as e:\n    print('FAILED', e)")
+    r = _driver(code, tmp_path)
+    failed = [line for line in r.stdout.splitlines() if line.startswith("FAILED")]
+    assert failed and "07_full_batch_gd.ipynb failed in its cell" in failed[0], (r.stdout[-1500:], r.stderr[-1500:])
+    assert str(tmp_path / "logs" / "07_full_batch_gd.log") in failed[0]
+    assert not list((tmp_path / "book").glob(".tmp-*"))

@@ -33,7 +33,7 @@ def test_ci_runs_the_readme_test_command():
     assert [l for l in ci.splitlines() if l and not l.startswith("#")][-1] == "make test"
 
 
-HEAVY = ("torch", "numpy", "pandas", "numba", "matplotlib")
+HEAVY = ("torch", "numpy", "pandas", "numba", "matplotlib", "seaborn")
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["grid", "--help"], ["gpu-run", "--help"],
@@ -54,12 +54,3 @@ def test_the_entry_point_answers_help_without_torch():
     assert r.returncode == 0 and "usage: python -m dnnknn" in r.stdout
     imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
     assert "dnnknn.cli" in imported and not imported & set(HEAVY), sorted(imported & set(HEAVY))
-
-
-def test_a_page_imports_no_statistics_stack():
-    """The first cell of a page (its imports) loads neither seaborn nor scipy.stats: one second of
-    every kernel's start, for a theme that plots.THEME writes out."""
-    code = ("import sys\nfrom dnnknn import experiments, plots, profiles, report\nplots.theme()\n"
-            "print('LOADED', [m for m in ('seaborn', 'scipy.stats') if m in sys.modules])")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert "LOADED []" in r.stdout, (r.stdout[-300:], r.stderr[-300:])

@@ -309,7 +309,7 @@ def test_timing_reads_the_runs_dir_the_pages_used(tmp_path):
     (tmp_path / "k").mkdir()
     (tmp_path / "k" / "meta.json").write_text(json.dumps({"page": "01_x.ipynb", "wall_time_s": 10.0,
                                                           "eval_time_s": 4.0}))
-    assert _train_eval_seconds("01_x.ipynb", 0.0, str(tmp_path)) == (6.0, 4.0)
+    assert _train_eval_seconds("01_x.ipynb", 0.0, str(tmp_path)) == (6.0, 4.0, 1)
 
 
 def test_a_run_records_the_code_it_was_trained_with(tmp_path, monkeypatch):

@@ -43,8 +43,10 @@ def test_accuracy_table_is_the_runs_last_evaluation(runs):
     knn, dnn = p["6/test/embedding/l1/30/0"], p["6/test/dnn"]
     t = report.final_accuracy_table({("mlp640", "mnist5k"): run, ("wrn", "mnist5k"): None})
     row = t.loc[(plots.name("mlp640"), plots.name("mnist5k"))]
-    assert row["DNN (%)"] == f"{100 * (dnn == y).mean():.2f}" and row["k-NN (%)"] == f"{100 * (knn == y).mean():.2f}"
+    assert row["DNN (%)"] == f"{100 * (dnn == y).mean():.2f} (n=1)" and row["k-NN (%)"] == f"{100 * (knn == y).mean():.2f} (n=1)"
     assert (t.loc[(plots.name("wrn"), plots.name("mnist5k"))] == NOT_RUN).all()
+    seeds = report.final_accuracy_table({("mlp640", "mnist5k"): runs}).iloc[0]  # the seeds: mean ± std
+    assert seeds["DNN (%)"] == report.fmt_spread([100 * r.final().dnn_acc for r in runs])
     assert report.me_support(run).startswith(f"ME from {int((dnn != y).sum())} mistakes of 200")
 
 
@@ -64,7 +66,7 @@ def test_a_stand_in_is_found_only_when_the_dataset_was_not_run_and_is_named_as_i
     text = report.sources(P, {("mlp640", "mnist"): got}, {("mlp640", "mnist"): asked})
     assert got.config.label() in text and "MNIST itself was not run here" in text
     fig = plots.grid(["mlp640"], ["mnist"], plots.accuracy_panel(), {("mlp640", "mnist"): got})
-    assert fig.axes[0].get_title() == "MNIST-5k — MLP-640"
+    assert fig.axes[0].get_title() == "MNIST-5k — MLP-640 (seed 0)"
     monkeypatch.setattr(experiments, "STAND_INS", {})
     assert experiments.get(P, asked) is None  # nothing stands in: not run here
 
@@ -139,6 +141,7 @@ def test_panels_draw_the_runs_numbers_and_name_a_missing_one(runs):
     ax, empty = fig.axes[0], fig.axes[1]
     t = runs[0].table("test", k=30, metric="l1")
     dnn, knn = ax.get_lines()[:2]
+    assert not ax.collections  # one seed: no band
     np.testing.assert_allclose(dnn.get_ydata(), 100 * t.dnn_acc.values)
     np.testing.assert_allclose(knn.get_ydata(), 100 * t.knn_acc.values)
     assert list(dnn.get_xdata()) == [0, 3, 6] and ax.get_xlabel() == "training step"
@@ -179,3 +182,58 @@ def test_pick_shows_different_labels_where_a_case_has_them():
                       "case": [right, right, right, right, wrong, dis, dis]})
     chosen = neighbours.pick(t, per_case=2)
     assert list(chosen.test_index) == [0, 3, 4, 5, 6]  # a second label before a repeat; the recorded order
+
+
+def test_a_panel_of_several_seeds_draws_their_mean_and_a_band_of_one_sd(runs):
+    import matplotlib.pyplot as plt
+    fig = plots.grid(["mlp640"], ["mnist5k"], plots.accuracy_panel(), {("mlp640", "mnist5k"): runs})
+    ax = fig.axes[0]
+    tables = [r.table("test", k=30, metric="l1") for r in runs]
+    knn = 100 * np.stack([t.knn_acc.values for t in tables])
+    line = ax.get_lines()[1]
+    np.testing.assert_allclose(line.get_ydata(), knn.mean(0))
+    band = ax.collections[1].get_paths()[0].vertices[:, 1]  # the k-NN's band: mean ± sd (ddof=1) at each step
+    assert band.min() == pytest.approx((knn.mean(0) - knn.std(0, ddof=1)).min())
+    assert band.max() == pytest.approx((knn.mean(0) + knn.std(0, ddof=1)).max())
+    assert ax.get_title().endswith(f"(n={len(runs)}, mean ± sd)")
+    assert len(fig.legends) == 1 and ax.get_legend() is None  # one legend for the figure
+    plt.close(fig)
+
+
+def test_the_pages_sentences_carry_the_runs_numbers(runs):
+    first = [r.table(k=30, metric="l1").iloc[0] for r in runs]
+    text = report.start_text({("mlp640", "mnist5k"): runs, ("lenet", "mnist5k"): None})
+    assert text == (f"{plots.name('mlp640')} on MNIST-5k: k-NN {report.fmt_spread([100 * f.knn_acc for f in first], 1, '%')} "
+                    f"vs DNN {report.fmt_spread([100 * f.dnn_acc for f in first], 1, '%')}")
+    mc = report.mc_me_text({("mlp640", "mnist5k"): runs})
+    assert report.fmt_spread([r.final().MC for r in runs], 3) in mc and report.me_support(runs[0]) in mc
+    assert report.final_text(None) == NOT_RUN and f"{100 * runs[0].final().dnn_acc:.2f}%" in report.final_text(runs[0])
+
+
+def test_the_neighbours_page_shows_the_first_network_with_a_run_per_dataset():
+    from dnnknn import neighbours
+    runs = {("lenet", "a"): None, ("wrn", "a"): "run", ("lenet", "b"): "run", ("lenet", "c"): "run"}
+    assert neighbours.shown_settings(runs, ["a", "b", "c"], ["lenet"], ["wrn", "lenet"]) == [("wrn", "a"), ("lenet", "b")]
+    assert neighbours.shown_settings({}, ["a"], ["lenet"], ["wrn"]) == []
+
+
+def test_the_missing_runs_are_the_grid_less_the_store(tmp_path):
+    P = Params.from_notebook(profile="paper", n_runs=1, runs_dir=str(tmp_path), train_missing=False)
+    table, count, flops = experiments.missing_runs(P)
+    store = P.store()
+    missing = [c for c in experiments.grid_configs(P) if store.find(c) is None]
+    assert count == len(missing) and sum(len(s.split(", ")) for s in table.seeds) == count
+    from dnnknn.claims import train_flops
+    assert flops == pytest.approx(sum(train_flops(c) for c in missing))
+
+
+def test_probing_along_training_probes_each_step():
+    from dnnknn import probing
+    d = load_dataset("mnist5k", limit=(300, 100))
+    net = experiments.resnet18_for(d)
+    reports = probing.probe_during_training(net, d, [0, 2], layer=["layer1", "avgpool"], k=[1, 5], batch=50,
+                                            device="cpu")
+    assert sorted(reports) == [0, 2]
+    t = probing.training_table(reports, "avgpool", "l1", 5)
+    assert list(t.index) == [0, 2]
+    assert t.loc[2, "k-NN acc (%)"] == round(100 * reports[2].table.loc[("avgpool", "l1", 5)].knn_acc, 2)

@@ -2,6 +2,8 @@ import os
 import subprocess
 import sys
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -143,13 +145,18 @@ CLI_TINY = ["--steps", "40", "--eval-every", "10", "--limit", "600", "200", "--k
             "--metric", "l1", "l2", "--eval-train", "--model", "lenet", "--device", "cpu"]
 
 
-def test_kill_and_resume_gives_identical_numbers(tmp_path):
+def test_kill_and_resume_gives_identical_numbers(tmp_path, capsys):
     killed = _cli(CLI_TINY, tmp_path / "k", kill_at=25)
     assert killed.returncode == -9, killed.stderr  # SIGKILL, mid-way between checkpoints
     assert list((tmp_path / "k").glob("*/measures.csv")) == []  # nothing finished in the store
     partial = list((tmp_path / "k" / ".partial").glob("*/ckpt.pt"))
     assert len(partial) == 1
     assert torch.load(partial[0], weights_only=True)["step"] == 20  # tensors and plain data only
+    from dnnknn.runs import RunStore, export, export_unfinished
+    key = partial[0].parent.name
+    moved = export_unfinished(RunStore(tmp_path / "k"), key, tmp_path / "res")  # to another machine's store
+    assert moved == tmp_path / "res" / "unfinished" / key and (moved / "ckpt.pt").read_bytes() == partial[0].read_bytes()
+    assert '"step": 20' in (moved / "unfinished.json").read_text()
     resumed = _cli(CLI_TINY, tmp_path / "k")
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming lenet on mnist5k, SGD 40 steps, seed 0 from step 20" in resumed.stdout  # also with --no-progress
@@ -161,6 +168,17 @@ def test_kill_and_resume_gives_identical_numbers(tmp_path):
     with np.load(ka.with_name("predictions.npz")) as x, np.load(wa.with_name("predictions.npz")) as y:
         assert x.files == y.files and all(np.array_equal(x[f], y[f]) for f in x.files)
     assert not any((tmp_path / "k" / ".partial").iterdir())  # checkpoint cleaned up
+    # the exported checkpoint, taken up by a store that reads it: the same numbers, then removed by export
+    from dnnknn.config import RunConfig
+    cfg = RunConfig.from_record(json.loads(ka.with_name("config.json").read_text()))
+    other = RunStore(tmp_path / "u", extra=[tmp_path / "res"])
+    capsys.readouterr()
+    run = other.train(cfg, progress=False)
+    assert run.key == key and "from step 20" in capsys.readouterr().out  # resumed, not trained afresh
+    pd.testing.assert_frame_equal(run.measures.reset_index(drop=True), pd.read_csv(ka))
+    assert json.loads((run.path / "meta.json").read_text())["wall_time_s"] > 0
+    export(other, key, tmp_path / "res")
+    assert (tmp_path / "res" / key).is_dir() and not (tmp_path / "res" / "unfinished" / key).exists()
 
 
 def test_cli_prints_the_table(tmp_path):
