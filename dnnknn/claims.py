@@ -696,20 +696,26 @@ def evaluate(quick, full) -> list[Claim]:
 def train_flops(cfg) -> float:
     """Training FLOPs of a run (forward and backward, counted on the meta device): steps x batch x
     FLOPs per image; evaluation not included."""
+    shape = (1, 28, 28) if cfg.dataset in ("mnist", "mnist5k") else (3, 32, 32)
+    r = cfg.resolve()
+    batch = r.batch_size or (60_000 if r.dataset == "mnist" else 50_000)
+    return _flops_per_image(r.model, shape, 100 if r.dataset == "cifar100" else 10, r.depth, r.width) * batch * r.steps
+
+
+@functools.lru_cache(maxsize=None)
+def _flops_per_image(model_name: str, shape: tuple, classes: int, depth, width) -> float:
+    """One image's forward and backward FLOPs, counted once per network."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from .models import build_model
 
-    shape = (1, 28, 28) if cfg.dataset in ("mnist", "mnist5k") else (3, 32, 32)
-    r = cfg.resolve()
     with torch.device("meta"):
-        model = build_model(r.model, shape, 100 if r.dataset == "cifar100" else 10, depth=r.depth, width=r.width)
+        model = build_model(model_name, shape, classes, depth=depth, width=width)
         x = torch.empty(2, *shape)
     with FlopCounterMode(display=False) as fc:
         model(x).sum().backward()
-    batch = r.batch_size or (60_000 if r.dataset == "mnist" else 50_000)
-    return fc.get_total_flops() / 2 * batch * r.steps
+    return fc.get_total_flops() / 2
 
 
 def duration(seconds: float) -> str:

@@ -109,6 +109,22 @@ def get(P: Params, cfg: RunConfig) -> Run | None:
     return run
 
 
+def get_all(P: Params, cfgs: list[RunConfig]) -> list[Run | None]:
+    """`get` of each config, in order; the runs that another process is training now are asked
+    for last, so that this one trains the others meanwhile instead of waiting for them."""
+    store = P.store()
+    out = [None] * len(cfgs)
+    for i in sorted(range(len(cfgs)), key=lambda i: feasible_here(P, cfgs[i]) and store.busy(cfgs[i])):
+        out[i] = get(P, cfgs[i])
+    return out
+
+
+def _own_data(runs: list, dataset: str) -> list:
+    """The runs on `dataset` itself when there are any, else those on its stand-in: never both."""
+    runs = [r for r in runs if r is not None]
+    return [r for r in runs if r.config.dataset == dataset] if any(r.config.dataset == dataset for r in runs) else runs
+
+
 def dataset_name(dataset: str, runs) -> str:
     """The dataset's name as a figure or table shows it: that of the data the runs trained on (a
     stand-in's, e.g. 'CIFAR-10 (JPEG q75 copy)'), the asked one's without runs."""
@@ -119,25 +135,20 @@ def dataset_name(dataset: str, runs) -> str:
 
 def main_runs(P: Params, models=None, datasets=None, seed: int = 0):
     """{(model, dataset): Run or None} and the configs, for the shared main runs."""
-    runs, cfgs = {}, {}
-    for d in datasets or P.datasets:
-        for m in models or P.models:
-            cfgs[(m, d)] = cfg = main_config(P, d, m, seed)
-            runs[(m, d)] = get(P, cfg)
-    return runs, cfgs
+    cfgs = {(m, d): main_config(P, d, m, seed) for d in datasets or P.datasets for m in models or P.models}
+    return dict(zip(cfgs, get_all(P, list(cfgs.values())))), cfgs
 
 
 def seed_grid(P: Params, models=None, datasets=None, kind: str = "main"):
     """{(model, dataset): the runs of its first `P.figure_runs` seeds (`seed_runs`), or None} and
     the configs (seed 0's): what the figures draw as mean ± sd over seeds."""
-    runs, cfgs = {}, {}
     config = {"main": main_config, "random": random_config}[kind]
-    drawn = dataclasses.replace(P, n_runs=min(P.figure_runs, P.n_runs))
-    for d in datasets or P.datasets:
-        for m in models or P.models:
-            cfgs[(m, d)] = config(P, d, m)
-            runs[(m, d)] = seed_runs(drawn, m, d, kind) or None
-    return runs, cfgs
+    seeds = range(min(P.figure_runs, P.n_runs) if kind == "main" else 1)
+    cells = [(m, d) for d in datasets or P.datasets for m in models or P.models]
+    every = [(cell, config(P, cell[1], cell[0], s)) for cell in cells for s in seeds]
+    got = get_all(P, [c for _, c in every])
+    runs = {cell: _own_data([r for (c, _), r in zip(every, got) if c == cell], cell[1]) or None for cell in cells}
+    return runs, {cell: config(P, cell[1], cell[0]) for cell in cells}
 
 
 def random_runs(P: Params, datasets=None, model: str = "wrn", seed: int = 0):
@@ -161,10 +172,7 @@ def seed_runs(P: Params, model: str, dataset: str | None, kind: str = "main") ->
     cfgs = [config(P, dataset, model, s) for s in seeds]
     if kind in ("legacy", "raw"):  # read only: never trained by a page
         return [r for r in (P.store().find(c) for c in cfgs) if r is not None]
-    runs = [r for r in (get(P, c) for c in cfgs) if r is not None]
-    if any(r.config.dataset == dataset for r in runs):  # never the dataset mixed with its stand-in
-        runs = [r for r in runs if r.config.dataset == dataset]
-    return runs
+    return _own_data(get_all(P, cfgs), dataset)  # never the dataset mixed with its stand-in
 
 
 def grid_configs(P: Params, main: bool = True, random: bool = True, gd: bool = True) -> list[RunConfig]:

@@ -311,7 +311,7 @@ def missing_total_text(count: int, flops: float) -> str:
             f"at {GPU_TFLOPS:.0f} TFLOP/s sustained (a third of an A100's bf16 peak; a projection)")
 
 
-def probe_source(data, steps: int, device: str) -> str:
+def probe_source(data, steps: int, device: str, precision: str = "fp32") -> str:
     """What the probed ResNet-18 of the 'probe any network' page was: data, training, machine, code."""
     import torchvision
 
@@ -320,7 +320,8 @@ def probe_source(data, steps: int, device: str) -> str:
     from .train import resolve_device
     return (f"ResNet-18 (torchvision {torchvision.__version__}, {data.shape[0]} input channel"
             f"{'s' * (data.shape[0] > 1)}) on {name(data.name)} ({len(data.y_train):,} training / "
-            f"{len(data.y_test):,} test images), Nesterov SGD lr 0.05, batch 100, {steps} steps, seed 0; "
+            f"{len(data.y_test):,} test images), Nesterov SGD lr 0.05, batch 100, {steps} steps"
+            f"{'' if precision == 'fp32' else f' ({precision})'}, seed 0; "
             f"{device_name(str(resolve_device(device)))}; code {code_version()}")
 
 

@@ -188,6 +188,10 @@ class RunStore:
                         print(f"warning: {e} in {folder}; it will be recomputed", file=sys.stderr, flush=True)
         return None
 
+    def busy(self, cfg: RunConfig) -> bool:
+        """Whether a process (this machine's or another's) holds the lock of `cfg`'s run: training it now."""
+        return (self.root / ".partial" / f"{self.key(_as_config(cfg))}.lock").exists()
+
     def _open(self, folder: Path) -> Run:
         """The run in `folder`, checked against its manifest and against its own key: a config.json
         that describes another run than the folder's name (edited, or the folder renamed) is damage."""

@@ -31,6 +31,7 @@ from .data import Dataset, augment
 from .errors import ConfigError, TrainingDiverged, UnsafeCheckpoint
 from .metrics import agreement
 from .models import build_model
+from .names import PRECISIONS
 
 
 @dataclass
@@ -442,13 +443,16 @@ def _last_eval_text(rec: Records) -> str:
 
 def train_module(model: torch.nn.Module, data: Dataset, steps: int, batch: int = 200, lr: float = 0.05,
                  momentum: float = 0.9, weight_decay: float = 5e-4, seed: int = 0, augment_batches: bool = True,
-                 device: str = "auto", start: int = 0) -> list[float]:
+                 device: str = "auto", start: int = 0, precision: str = "fp32") -> list[float]:
     """Train any classifier (logits out) with Nesterov SGD on `data` for steps start..steps-1, with the
-    same seeded data order and batch augmentation as `fit`, decay on conv / linear weights only;
+    same seeded data order and batch augmentation as `fit`, decay on conv / linear weights only, under
+    `precision`'s autocast (a RunConfig precision: "bf16-train" where the CPU computes bf16);
     returns the losses. For `dnnknn.probe` on networks that are not dnnknn's (see the book's last
     chapter)."""
     if not isinstance(steps, int) or steps < start:
         raise ConfigError(f"steps must be an integer >= start ({start}), got {steps!r}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     dev = resolve_device(device)
     model.to(dev).train()
     opt = torch.optim.SGD(decay_groups(model, weight_decay), lr=lr, momentum=momentum, nesterov=momentum > 0)
@@ -456,7 +460,7 @@ def train_module(model: torch.nn.Module, data: Dataset, steps: int, batch: int =
     for step in range(start, steps):
         x, y, black = batch_at(data, order, step, dev)
         gen = _step_generator(dev, seed, 2, step) if augment_batches else None
-        loss = train_step(model, opt, x, y, gen=gen, flip=data.flip, black=black).item()
+        loss = train_step(model, opt, x, y, gen=gen, flip=data.flip, black=black, precision=precision).item()
         if not math.isfinite(loss):
             raise TrainingDiverged(f"the loss became {loss} at step {step + 1} (lr {lr:g}); lower lr")
         losses.append(loss)

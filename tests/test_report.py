@@ -237,3 +237,17 @@ def test_probing_along_training_probes_each_step():
     t = probing.training_table(reports, "avgpool", "l1", 5)
     assert list(t.index) == [0, 2]
     assert t.loc[2, "k-NN acc (%)"] == round(100 * reports[2].table.loc[("avgpool", "l1", 5)].knn_acc, 2)
+
+
+def test_runs_another_process_is_training_are_asked_for_last(tmp_path, monkeypatch):
+    P = Params.from_notebook(profile="quick", runs_dir=str(tmp_path))
+    cfgs = [experiments.main_config(P, "mnist5k", m) for m in ("wrn", "lenet", "mlp640")]
+    store = P.store()
+    lock = store.root / ".partial" / f"{store.key(cfgs[0])}.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("held")
+    assert store.busy(cfgs[0]) and not store.busy(cfgs[1])
+    asked = []
+    monkeypatch.setattr(experiments, "get", lambda P, c: asked.append(c.model) or c.model)
+    assert experiments.get_all(P, cfgs) == ["wrn", "lenet", "mlp640"]  # in the order given
+    assert asked == ["lenet", "mlp640", "wrn"]  # the busy one last
