@@ -27,14 +27,14 @@ def main_config(P: Params, dataset: str, model: str, seed: int = 0) -> RunConfig
     with the curves' k and metric (Table 2); the nearest training images of a few test images
     at every evaluation."""
     steps = P.steps_for(dataset)
-    from .models import layer_names
+    from .names import layer_names
     layers = layer_names(model, **P.model_options(model))
     return RunConfig(dataset=dataset, model=model, steps=steps, **P.model_options(model),
                      eval_steps=P.eval_steps_for(dataset), ks=tuple(sorted(set(ALL_KS) | set(P.ks))),
                      metrics=tuple(dict.fromkeys((P.metric, "l1", "l2"))), pca_dims=(64,),
                      full_eval_steps=(steps,), eval_train=True, train_eval_steps=(steps,), train_full=False,
                      neighbour_images=NEIGHBOUR_IMAGES,
-                     probe_layers=layers, seed=seed, device=P.device_type, precision=P.train_precision)
+                     probe_layers=layers, seed=seed, device=P.device, precision=P.train_precision)
 
 
 def raw_pixels_config(P: Params, dataset: str, model: str = "lenet", seed: int = 0) -> RunConfig:
@@ -57,7 +57,7 @@ def table2_config(P: Params, dataset: str, model: str, seed: int = 0) -> RunConf
     return RunConfig(dataset=dataset, model=model, steps=step, **P.model_options(model),
                      lr_milestones=tuple(m for m in main.lr_milestones if m < step), eval_steps=(step,),
                      ks=(main.curve_k,), metrics=main.metrics[:1], eval_train=True, seed=seed,
-                     device=P.device_type, precision=P.train_precision)
+                     device=P.device, precision=P.train_precision)
 
 
 def legacy_config(P: Params, dataset: str, model: str, seed: int = 0) -> RunConfig:
@@ -77,14 +77,14 @@ def random_config(P: Params, dataset: str, model: str = "wrn", seed: int = 0) ->
                      **P.model_options(model), eval_steps=P.eval_steps_for(dataset, steps),
                      ks=tuple(sorted({30} | set(P.ks))), metrics=(P.metric,), eval_train=True,
                      limit=tuple(P.random_limit) if P.random_limit else None, seed=seed,
-                     device=P.device_type, precision=P.train_precision)
+                     device=P.device, precision=P.train_precision)
 
 
 def gd_config(P: Params) -> RunConfig:
     """Appendix D: MLP-640, full-batch gradient descent, lr 10 divided by 5 at 200 and 300."""
     return RunConfig(dataset=P.gd_dataset, model="mlp640", steps=P.gd_steps, optimizer="gd",
                      eval_steps=eval_schedule(P.gd_steps, P.gd_eval_every),
-                     ks=tuple(sorted({30} | set(P.ks))), metrics=(P.metric,), device=P.device_type,
+                     ks=tuple(sorted({30} | set(P.ks))), metrics=(P.metric,), device=P.device,
                      precision=P.train_precision)
 
 

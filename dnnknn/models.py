@@ -18,7 +18,6 @@ Architectures follow the authors' TensorFlow code (giladcohen/tensorflow_TB):
 """
 from __future__ import annotations
 
-import functools
 
 import torch
 import torch.nn as nn
@@ -167,13 +166,6 @@ def build_model(name: str, in_shape, num_classes: int, **kwargs) -> ProbedNet:
     if name != "wrn" and kwargs:
         raise ConfigError(f"model {name!r} takes no options, got {sorted(kwargs)}")
     return builders[name](tuple(in_shape), num_classes, **kwargs)
-
-
-@functools.lru_cache(maxsize=None)
-def layer_names(name: str, depth: int | None = None, width: int | None = None) -> tuple[str, ...]:
-    """The probe-able layer names of a model (they do not depend on the input's shape)."""
-    with torch.device("meta"):  # no weights are made: a Wide-ResNet-28-10's would take a second
-        return tuple(build_model(name, (3, 32, 32), 10, depth=depth, width=width).layer_names)
 
 
 def count_parameters(model: nn.Module) -> int:

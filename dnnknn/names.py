@@ -61,3 +61,16 @@ WRN_DEPTH_RULE = "6n+4 with n >= 1 (10, 16, 22, 28, ...)"
 def embed_dim(model: str, width: int | None = None) -> int:
     """The embedding's size: 640, or 64 x width for the Wide-ResNet (10 in the paper: 640)."""
     return 64 * (width or 10) if model == "wrn" else EMBED_DIM
+
+
+def layer_names(model: str, depth: int | None = None, width: int | None = None) -> tuple[str, ...]:
+    """The probe-able layers of a network, input to output, as its `layer_names` names them
+    (tests/test_models.py checks them against built networks): the Wide-ResNet's units
+    unit_<stage>_<i>, (depth - 4) / 6 of them per stage."""
+    tail = ("embedding_raw", "embedding")
+    if model == "lenet":
+        return ("conv1", "pool1", "conv2", "pool2", *tail)
+    if model == "wrn":
+        n = ((depth or 28) - 4) // 6
+        return ("init_conv", *(f"unit_{g}_{u}" for g in (1, 2, 3) for u in range(n)), *tail)
+    return tail

@@ -41,7 +41,7 @@ NEIGHBOUR_IMAGES = 64  # test images whose nearest training images the main runs
 # 0.0029 above fp32's, against 2 std = 0.0015 of the fp32 seeds (`benchmarks/precision_pair.py
 # --seeds 3`); accuracy, ME and P_SAME agreed.
 QUICK = dict(datasets=("mnist5k",), models=("wrn", "lenet", "mlp640"), wrn_depth=10, wrn_width=1,
-             steps=300, eval_every=30, n_runs=3, figure_runs=1, random_limit=(500, 500), random_steps=800,
+             steps=300, eval_every=30, n_runs=3, figure_runs=1, random_limit=(500, 500), random_steps=400,
              gd_steps=400, gd_eval_every=20, gd_dataset="mnist5k", precision="auto")
 PAPER = dict(datasets=PAPER_DATASETS, models=("wrn", "lenet", "mlp640"), wrn_depth=28,
              wrn_width=10, steps=None, eval_every=None, n_runs=10, figure_runs=10, random_limit=None,

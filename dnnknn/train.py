@@ -277,7 +277,7 @@ def check_fits(cfg: RunConfig, n_train: int):
     probe_ks = cfg.probe_ks if set(cfg.probe_layers) - {"embedding"} else ()
     knnlib.check_k(max((*cfg.ks, *probe_ks)), n_train, cfg.exclude_self,
                    "ks and probe_ks" if probe_ks else "ks")
-    from .models import layer_names
+    from .names import layer_names
     names = layer_names(cfg.model, cfg.depth, cfg.width)
     if unknown := [n for n in cfg.probe_layers if n not in names]:
         raise ConfigError(f"unknown layer {unknown[0]!r} for {cfg.model}; it has {list(names)}")

@@ -37,6 +37,9 @@ def test_layer_names_follow_the_paper():
     assert wrn.layer_names == ["init_conv"] + [f"unit_{g}_{u}" for g in (1, 2, 3) for u in range(4)] + emb
     assert build_model("lenet", (1, 28, 28), 10).layer_names == ["conv1", "pool1", "conv2", "pool2"] + emb
     assert build_model("mlp640", (1, 28, 28), 10).layer_names == emb
+    from dnnknn.names import layer_names  # the same names, known without building a network
+    for name, kw in (("lenet", {}), ("mlp640", {}), ("wrn", {"depth": 28}), ("wrn", {"depth": 10}), ("wrn", {"depth": 16})):
+        assert list(layer_names(name, **kw)) == build_model(name, (1, 28, 28), 10, **kw).layer_names, (name, kw)
 
 
 @pytest.mark.parametrize("name,shape,kw", [("mlp640", (1, 28, 28), {}), ("lenet", (1, 28, 28), {}),
