@@ -281,6 +281,7 @@ def _run_page(job: tuple) -> dict:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # parameters the driver passes beyond the page's own (train_missing, device, ...) are expected
     logging.getLogger("papermill").addFilter(lambda r: "Passed unknown parameter" not in r.getMessage())
+    before = _recorded(page, book)[0]
     start = time.time()
     try:
         t = execute(src, page, params, book=book)
@@ -290,18 +291,20 @@ def _run_page(job: tuple) -> dict:
     t["page"], (t["train"], t["knn"], t["trained"]) = page, _train_eval_seconds(page, start, params.get("runs_dir"))
     read = set(reads.read_text().split()) if reads.exists() else set()
     t["read"] = max(0, len(read) - t["trained"])
-    out = Path(book) / page  # the seconds its runs took, for the next build's order (`run_pages`)
+    # the seconds its runs took, for the next build's order (`run_pages`); a page that found its runs
+    # made (by an earlier build) keeps the seconds they took when it made them
+    out = Path(book) / page
     nb = json.loads(out.read_text())
-    nb["metadata"]["dnnknn"]["runs_s"] = round(t["train"] + t["knn"], 1)
+    nb["metadata"]["dnnknn"]["runs_s"] = round(t["train"] + t["knn"], 1) if t["trained"] else before
     atomic.write_text(out, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     return t
 
 
-def _recorded(page: str) -> tuple[float, float]:
-    """(seconds of the runs it trained, wall time) that the committed page recorded when it was
+def _recorded(page: str, book: Path = BOOK) -> tuple[float, float]:
+    """(seconds of the runs it trained, wall time) that the page in `book` recorded when it was
     last executed (0 where unknown)."""
     try:
-        meta = json.loads((BOOK / page).read_text())["metadata"]["dnnknn"]
+        meta = json.loads((Path(book) / page).read_text())["metadata"]["dnnknn"]
     except (OSError, ValueError, KeyError):
         return 0.0, 0.0
     return float(meta.get("runs_s", 0.0)), float(meta.get("wall_time_s", 0.0))
@@ -329,7 +332,7 @@ def run_pages(todo: list, extra: dict, jobs: int, book: Path = BOOK, logs: Path 
     # the pages that train runs first, the longest first, so that the others find them made
     # instead of waiting in a worker for them; then the rest, the longest first; the summary last
     rest = sorted((p for p in todo if p not in reading),
-                  key=lambda p: (p[0].startswith("09_"), not _recorded(p[1])[0], [-x for x in _recorded(p[1])]))
+                  key=lambda p: (p[0].startswith("09_"), not _recorded(p[1], book)[0], [-x for x in _recorded(p[1], book)]))
     print(f"{len(todo)} page{'s' * (len(todo) != 1)}, {jobs} at a time ({threads} thread{'s' * (threads > 1)} each); "
           f"{'their logs below' if verbose else f'each one logs to {Path(logs)}/'}", flush=True)
     times, futures, reported, numba_s = [], {}, set(), None
@@ -360,8 +363,8 @@ def run_pages(todo: list, extra: dict, jobs: int, book: Path = BOOK, logs: Path 
                     reported.add(f)
                     times.append(f.result())  # a failed page raises here (PageFailed: its error and log)
                     bar.update()
-                    bar.write(page_line(times[-1]), file=sys.stdout)
-                    sys.stdout.flush()  # before the bar redraws on stderr
+                    with tqdm.external_write_mode(file=sys.stdout):  # the bar cleared, the line, the bar again
+                        print(page_line(times[-1]), flush=True)
             compiled(block=True)
         except BaseException:
             for f in futures:

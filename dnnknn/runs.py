@@ -275,12 +275,12 @@ class RunStore:
         return Run(path)
 
     def _adopt_unfinished(self, key: str, workdir: Path):
-        """Without a checkpoint of its own, the run resumes from one exported unfinished into a
-        read-only folder (`export_unfinished`: results/unfinished/<key>/), copied into a private
-        folder of this store."""
+        """Without a checkpoint of its own, the run resumes from one exported unfinished
+        (`export_unfinished`: results/unfinished/<key>/, or under a read-only folder of this store),
+        copied into a private folder of this store."""
         if (workdir / "ckpt.pt").exists():
             return
-        for folder in self.extra:
+        for folder in dict.fromkeys([*self.extra, COMMITTED]):
             src = folder / UNFINISHED / key / "ckpt.pt"
             if src.is_file() and not src.is_symlink():
                 workdir.mkdir(parents=True, exist_ok=True)

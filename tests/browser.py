@@ -91,6 +91,11 @@ def check_in_chromium(html_dir: Path, screenshot: Path):
         server.shutdown()
 
 
+# the numbered figures each chapter shows (both profiles)
+FIGURES = {"01_knn_during_training": 1, "02_knn_across_layers": 1, "03_dnn_as_knn_approximator": 2,
+           "04_random_labels": 2, "07_full_batch_gd": 1, "08_random_labels_mc_me": 1}
+
+
 def check_every_page(browser, base: str, pages):
     """Every chapter: no console error, no visible injected-parameters cell, no table wider than
     its column, and a rerun box naming this page's --only id."""
@@ -112,6 +117,11 @@ def check_every_page(browser, base: str, pages):
             "t.getBoundingClientRect().width > t.closest('article, main').getBoundingClientRect().width + 1)"
             ".map(t => t.innerText.slice(0, 60))")
         assert wide == [], (page, wide)
+        # the figures (Figures 1, 3, 4 and 7 with their seed bands): there, and loaded
+        want = FIGURES.get(page.removeprefix("paper/").removesuffix(".ipynb"), 0)
+        shown = browser.execute_script(
+            "return Array.from(document.querySelectorAll('main figure img')).filter(i => i.complete && i.naturalWidth > 0).length")
+        assert shown >= want, (page, shown, want)
         from dnnknn.book import page_id
         pid = page_id(page)
         assert pid in {"claims", "fill", "intro"} or pid.removeprefix("paper/")[:2].isdigit(), pid
