@@ -257,7 +257,7 @@ def _run_page(job: tuple) -> dict:
     file (with `verbose`, to the terminal); a failing cell raises PageFailed with its error."""
     from papermill.exceptions import PapermillExecutionError
 
-    from .errors import PageFailed
+    from .errors import DnnKnnError, PageFailed
 
     src, page, params, threads, book, logs, verbose = job
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
@@ -283,14 +283,19 @@ def _run_page(job: tuple) -> dict:
     logging.getLogger("papermill").addFilter(lambda r: "Passed unknown parameter" not in r.getMessage())
     before = _recorded(page, book)[0]
     start = time.time()
+    where = "" if verbose else f"; the page's log: {log}"
     try:
         t = execute(src, page, params, book=book)
     except PapermillExecutionError as e:
         raise PageFailed(f"page {page} failed in its cell {e.exec_count or e.cell_index}: {e.ename}: "
-                         f"{' '.join(str(e.evalue).split())[:300]}; the page's log: {log}") from None
+                         f"{' '.join(str(e.evalue).split())[:300]}{where}") from None
+    except DnnKnnError:
+        raise  # a wrong parameter: its own line
+    except Exception as e:  # noqa: BLE001 - a dead kernel, a timeout: the same one line
+        raise PageFailed(f"page {page} failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}{where}") from None
     t["page"], (t["train"], t["knn"], t["trained"]) = page, _train_eval_seconds(page, start, params.get("runs_dir"))
     read = set(reads.read_text().split()) if reads.exists() else set()
-    t["read"] = max(0, len(read) - t["trained"])
+    t["read"] = len(read)  # found in the store: never the runs it trained
     # the seconds its runs took, for the next build's order (`run_pages`); a page that found its runs
     # made (by an earlier build) keeps the seconds they took when it made them
     out = Path(book) / page
@@ -326,8 +331,11 @@ def run_pages(todo: list, extra: dict, jobs: int, book: Path = BOOK, logs: Path 
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
     env = {**os.environ, "NUMBA_NUM_THREADS": str(threads)}
-    numba = subprocess.Popen([sys.executable, "-c", "from dnnknn.knn import warm_up; print(warm_up())"],
-                             cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    Path(logs).mkdir(parents=True, exist_ok=True)
+    with open(Path(logs) / "numba.log", "w") as numba_log:  # its warnings, if any, with the pages' logs
+        numba = subprocess.Popen([sys.executable, "-c", "from dnnknn.knn import warm_up; print(warm_up())"],
+                                 cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
+                                 stderr=None if verbose else numba_log)
     reading = [p for p in todo if p[2].get("profile") == "paper"]
     # the pages that train runs first, the longest first, so that the others find them made
     # instead of waiting in a worker for them; then the rest, the longest first; the summary last
@@ -336,7 +344,8 @@ def run_pages(todo: list, extra: dict, jobs: int, book: Path = BOOK, logs: Path 
     print(f"{len(todo)} page{'s' * (len(todo) != 1)}, {jobs} at a time ({threads} thread{'s' * (threads > 1)} each); "
           f"{'their logs below' if verbose else f'each one logs to {Path(logs)}/'}", flush=True)
     times, futures, reported, numba_s = [], {}, set(), None
-    bar = tqdm(total=len(todo), unit="page", desc="pages", file=sys.stderr, leave=False, dynamic_ncols=True)
+    bar = tqdm(total=len(todo), unit="page", desc="pages", file=sys.stderr, leave=False, dynamic_ncols=True,
+               disable=not sys.stderr.isatty())  # no carriage-return frames in a log file
 
     def compiled(block: bool) -> bool:
         """Whether numba's kernels are on disk (waiting for them if `block`)."""

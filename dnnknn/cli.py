@@ -144,9 +144,13 @@ def _book(a) -> int:
 
 
 def _export(a) -> int:
-    from .runs import RunStore, export, export_unfinished
+    from .runs import RunStore, export, export_unfinished, unfinished
 
     store = RunStore(a.runs_dir)
+    if not a.keys and a.unfinished:
+        for key, step in unfinished(store):
+            print(key, f"unfinished, at step {step}", sep="  |  ")
+        return 0
     if not a.keys:
         for run in store.runs(report=lambda e: print(f"damaged (not exportable): {e}")):
             print(run.key, run.config.label(), run.meta["device_name"], sep="  |  ")

@@ -185,12 +185,16 @@ class RunConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def label(self) -> str:
+        return f"{self.setting()}, seed {self.resolve().seed}"
+
+    def setting(self) -> str:
+        """The label without the seed: what the seeds of one setting share."""
         r = self.resolve()
         arch = f"wrn-{r.depth}-{r.width}" if r.model == "wrn" else r.model
         extra = "" if r.labels == "true" else " random labels"
         prec = "" if r.precision == "fp32" else f", {r.precision}"
         extra += "" if r.pixels == "standardised" else f" ({r.pixels} pixels)"
-        return f"{arch} on {r.dataset}{extra}, {r.optimizer.upper()} {r.steps} steps{prec}, seed {r.seed}"
+        return f"{arch} on {r.dataset}{extra}, {r.optimizer.upper()} {r.steps} steps{prec}"
 
 
 def _train_steps(asked, ev: tuple[int, ...]) -> tuple[int, ...] | None:

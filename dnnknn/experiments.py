@@ -218,6 +218,8 @@ def conv_models(P: Params) -> list[str]:
 
 
 PROBE_LAYERS = ("maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool")  # torchvision's ResNet-18
+PROBE_STEPS = 120  # the 'probe any network' page's brief training: enough to see the layers separate
+PROBE_TRAINING = {"batch": 100, "lr": 0.05}  # ...with train_module's Nesterov SGD (momentum 0.9), seed 0
 
 
 def resnet18_for(data, seed: int = 0):
@@ -244,7 +246,7 @@ def missing_runs(P: Params):
     store, groups = P.store(), {}
     for cfg in grid_configs(P):
         if store.find(cfg) is None:
-            g = groups.setdefault(cfg.label().rsplit(", seed", 1)[0], {"cfg": cfg, "seeds": [], "flops": train_flops(cfg)})
+            g = groups.setdefault(cfg.setting(), {"cfg": cfg, "seeds": [], "flops": train_flops(cfg)})
             g["seeds"].append(cfg.seed)
     rate = GPU_TFLOPS * 1e12
     rows = [{"runs": what, "seeds": ", ".join(map(str, g["seeds"])),

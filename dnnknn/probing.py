@@ -201,16 +201,20 @@ def input_knn(dataset: str, ks=(1, 5, 30, 100), metric: str = PAPER_METRIC, pixe
 
 def probe_during_training(model: torch.nn.Module, data, steps, layer="embedding", k=30, metric=PAPER_METRIC,
                           **train_kw) -> dict[int, ProbeReport]:
-    """Train `model` on `data` (a dnnknn `Dataset`) with `train.train_module` and `probe` it on the
-    training and test sets at each of `steps` (0 included: before training): {step: report}."""
+    """Train `model` on `data` (a dnnknn `Dataset`) with `train.train_module`, one run to the last of
+    `steps`, and `probe` it on the training and test sets after each of `steps` (0: before
+    training): {step: report}."""
     from .train import train_module
 
-    reports, done = {}, 0
-    for s in sorted(set(steps)):
-        train_module(model, data, s, start=done, **train_kw)
-        done = s
-        reports[s] = probe(model, (data.x_train, data.y_train), (data.x_test, data.y_test), layer=layer, k=k,
-                           metric=metric)
+    wanted, reports = sorted(set(steps)), {}
+
+    def probe_at(s):
+        if s in wanted:
+            reports[s] = probe(model, (data.x_train, data.y_train), (data.x_test, data.y_test), layer=layer, k=k,
+                               metric=metric)
+
+    train_module(model, data, wanted[-1], on_step=probe_at, **train_kw)
+    probe_at(wanted[-1])
     return reports
 
 

@@ -54,7 +54,13 @@ def glue_table(name: str, df):
 
     flat = df.reset_index() if not isinstance(df.index, pd.RangeIndex) else df.copy()
     flat.columns = [cell(" ".join(str(c) for c in col) if isinstance(col, tuple) else str(col)) for col in flat.columns]
-    glue_md(name, flat.map(cell).to_markdown(index=False, disable_numparse=True))  # "90.00" stays as written
+    from tabulate import tabulate
+
+    # cell by cell as Python objects: to_markdown would pass an all-number frame as one float
+    # array (step 40 -> "40.0"); disable_numparse: "90.00" stays as written
+    table = flat.astype(object).map(cell)
+    glue_md(name, tabulate(table.values.tolist(), headers=[str(c) for c in table.columns], tablefmt="pipe",
+                           disable_numparse=True))
 
 
 # -- captions: what a panel was computed from, and how to fill one that was not -----------------
@@ -84,8 +90,10 @@ def describe(P: Params, run, cfg: RunConfig) -> str:
     first, cfg = runs[0].meta, runs[0].config  # a stand-in's own dataset (experiments.get)
     lim = f", first {cfg.limit[0]:,} training images" if cfg.limit else ""
     label = cfg.label()
-    if len(runs) > 1:
-        label = f"{label.rsplit(', seed', 1)[0]}, seeds {', '.join(str(r.config.seed) for r in runs)}"
+    if isinstance(run, (list, tuple)):  # the seeds of a figure's panel (experiments.seed_grid)
+        asked = min(P.figure_runs, P.n_runs)
+        label = (f"{cfg.setting()}, seed{'s' * (len(runs) > 1)} {', '.join(str(r.config.seed) for r in runs)}"
+                 + (f" (of the {asked} the profile asks for: the others not run here)" if len(runs) < asked else ""))
     devices = ", ".join(dict.fromkeys(r.meta["device_name"] for r in runs))
     codes = ", ".join(dict.fromkeys(r.meta["code_version"] for r in runs))
     keys = ", ".join(r.key for r in runs)
@@ -195,10 +203,11 @@ def final_text(run, k=PAPER_K, metric=PAPER_METRIC) -> str:
 def embedding_note(P: Params, model: str = "wrn") -> str:
     """Table 1's note: each dataset's network and embedding size, and what PCA-64 does to it."""
     from .experiments import main_config
+    from .names import embed_dim
     from .plots import name
     parts = []
     for d in P.datasets:
-        e = main_config(P, d, model).width * 64
+        e = embed_dim(model, main_config(P, d, model).resolve().width)
         parts.append(f"{name(d)}: Wide-ResNet-{P.wrn_depth}-{P.wrn_width}, a {e}-d embedding"
                      + (" (so PCA to 64 dimensions only centres and rotates it: L2 distances, and with them the "
                         "L2 k-NN, stay as they were; L1 distances change under a rotation, so the L1 k-NN's "
@@ -315,12 +324,14 @@ def probe_source(data, steps: int, device: str, precision: str = "fp32") -> str:
     """What the probed ResNet-18 of the 'probe any network' page was: data, training, machine, code."""
     import torchvision
 
+    from .experiments import PROBE_TRAINING
     from .plots import name
     from .runs import code_version, device_name
     from .train import resolve_device
     return (f"ResNet-18 (torchvision {torchvision.__version__}, {data.shape[0]} input channel"
             f"{'s' * (data.shape[0] > 1)}) on {name(data.name)} ({len(data.y_train):,} training / "
-            f"{len(data.y_test):,} test images), Nesterov SGD lr 0.05, batch 100, {steps} steps"
+            f"{len(data.y_test):,} test images), Nesterov SGD lr {PROBE_TRAINING['lr']:g}, batch "
+            f"{PROBE_TRAINING['batch']}, {steps} steps"
             f"{'' if precision == 'fp32' else f' ({precision})'}, seed 0; "
             f"{device_name(str(resolve_device(device)))}; code {code_version()}")
 

@@ -255,7 +255,7 @@ class RunStore:
         from .train import fit
 
         workdir = self.root / ".partial" / key
-        self._adopt_unfinished(key, workdir)
+        taken_up = self._adopt_unfinished(key, workdir)
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         version = code_version()  # the code that trains it, read before the tree can change
         try:
@@ -269,25 +269,40 @@ class RunStore:
                 "wall_time_s": round(rec.wall, 2), "eval_time_s": round(rec.eval_wall, 2), "started": started,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "dataset_repr": repr(data),
                 "torch": __import__("torch").__version__, "page": os.environ.get("DNNKNN_PAGE")}
+        if taken_up:  # its first steps ran elsewhere: what their export recorded
+            meta["resumed_from"] = taken_up
         path = self._write(key, rcfg, meta, rec.rows, rec.losses, rec.arrays)
         if lock is None or lock.held():  # else its checkpoints are a new holder's now
             shutil.rmtree(workdir, ignore_errors=True)
         return Run(path)
 
-    def _adopt_unfinished(self, key: str, workdir: Path):
+    def _adopt_unfinished(self, key: str, workdir: Path) -> dict | None:
         """Without a checkpoint of its own, the run resumes from one exported unfinished
         (`export_unfinished`: results/unfinished/<key>/, or under a read-only folder of this store),
-        copied into a private folder of this store."""
-        if (workdir / "ckpt.pt").exists():
-            return
+        copied into a private folder of this store; returns what the export recorded of it."""
+        if (workdir / "ckpt.pt").exists() or (workdir.exists() and workdir.stat().st_uid != os.getuid()):
+            return None  # its own checkpoint, or a folder `fit` refuses (UnsafeCheckpoint)
         for folder in dict.fromkeys([*self.extra, COMMITTED]):
-            src = folder / UNFINISHED / key / "ckpt.pt"
-            if src.is_file() and not src.is_symlink():
-                workdir.mkdir(parents=True, exist_ok=True)
-                workdir.chmod(0o700)
-                atomic.write_bytes(workdir / "ckpt.pt", src.read_bytes(), perms=0o600)
-                print(f"taking up the unfinished run {key} from {src.parent}", flush=True)
-                return
+            src = folder / UNFINISHED / key
+            if not (src / "ckpt.pt").exists():
+                continue
+            try:
+                info = json.loads((src / "unfinished.json").read_text())
+            except (OSError, ValueError):
+                info = None
+            why = ("is a symlink" if (src / "ckpt.pt").is_symlink() or src.is_symlink() else
+                   "has no readable unfinished.json" if not isinstance(info, dict) else
+                   f"is of run {info.get('key')!r}" if info.get("key") != key else None)
+            if why:
+                print(f"warning: not resuming from {src}: it {why}; the run starts from step 0", file=sys.stderr,
+                      flush=True)
+                return None
+            workdir.mkdir(parents=True, exist_ok=True)
+            workdir.chmod(0o700)
+            atomic.write_bytes(workdir / "ckpt.pt", (src / "ckpt.pt").read_bytes(), perms=0o600)
+            print(f"taking up the unfinished run {key} from {src} (step {info.get('step')})", flush=True)
+            return {k: info.get(k) for k in ("step", "wall_time_s", "code_version", "device_name", "exported")}
+        return None
 
     def _write(self, key, cfg, meta, rows, losses, arrays) -> Path:
         def fill(tmp: Path):
@@ -344,20 +359,35 @@ def export_unfinished(store: RunStore, key: str, to: str | os.PathLike | None = 
 
     _check_key(key)
     ckpt = store.root / ".partial" / key / "ckpt.pt"
-    if not ckpt.is_file():
-        raise ConfigError(f"no checkpoint of an unfinished run {key!r} in {store.root / '.partial'}")
+    if not ckpt.is_file() or ckpt.is_symlink():
+        raise ConfigError(f"no checkpoint of an unfinished run {key!r} in {store.root / '.partial'}; "
+                          f"`python -m dnnknn export --unfinished` lists them")
     try:
         ck = load_checkpoint(ckpt, "cpu")
+        step, wall = int(ck["step"]), float(ck["wall"])
     except Exception as e:  # noqa: BLE001 - any unreadable file: refused, never exported
         raise DamagedRun(f"the checkpoint {ckpt} cannot be read ({type(e).__name__}); not exported") from None
-    info = {"key": key, "step": ck["step"], "wall_time_s": round(ck["wall"], 1), "code_version": code_version(),
-            "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    info = {"key": key, "step": step, "wall_time_s": round(wall, 1), "code_version": code_version(),
+            "device_name": device_name("cpu"), "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
     def fill(tmp: Path):
         shutil.copy2(ckpt, tmp / "ckpt.pt")
         (tmp / "unfinished.json").write_text(json.dumps(info, indent=1))
 
     return atomic.publish_dir((Path(to) if to else COMMITTED) / UNFINISHED, key, fill)
+
+
+def unfinished(store: RunStore) -> list[tuple[str, int]]:
+    """(key, step) of each unfinished run's checkpoint in the store, for `export --unfinished`."""
+    from .train import load_checkpoint
+
+    out = []
+    for ckpt in sorted((store.root / ".partial").glob("*/ckpt.pt")):
+        try:
+            out.append((ckpt.parent.name, int(load_checkpoint(ckpt, "cpu")["step"])))
+        except Exception:  # noqa: BLE001 - being written, or damaged: not listed
+            continue
+    return out
 
 
 def _check_key(key):

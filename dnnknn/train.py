@@ -443,11 +443,11 @@ def _last_eval_text(rec: Records) -> str:
 
 def train_module(model: torch.nn.Module, data: Dataset, steps: int, batch: int = 200, lr: float = 0.05,
                  momentum: float = 0.9, weight_decay: float = 5e-4, seed: int = 0, augment_batches: bool = True,
-                 device: str = "auto", start: int = 0, precision: str = "fp32") -> list[float]:
+                 device: str = "auto", start: int = 0, precision: str = "fp32", on_step=None) -> list[float]:
     """Train any classifier (logits out) with Nesterov SGD on `data` for steps start..steps-1, with the
     same seeded data order and batch augmentation as `fit`, decay on conv / linear weights only, under
     `precision`'s autocast (a RunConfig precision: "bf16-train" where the CPU computes bf16);
-    returns the losses. For `dnnknn.probe` on networks that are not dnnknn's (see the book's last
+    on_step(step), when given, is called before each step (after `step` steps); returns the losses. For `dnnknn.probe` on networks that are not dnnknn's (see the book's last
     chapter)."""
     if not isinstance(steps, int) or steps < start:
         raise ConfigError(f"steps must be an integer >= start ({start}), got {steps!r}")
@@ -458,6 +458,8 @@ def train_module(model: torch.nn.Module, data: Dataset, steps: int, batch: int =
     opt = torch.optim.SGD(decay_groups(model, weight_decay), lr=lr, momentum=momentum, nesterov=momentum > 0)
     order, losses = EpochOrder(len(data.y_train), batch, seed, "cpu"), []
     for step in range(start, steps):
+        if on_step is not None:
+            on_step(step)
         x, y, black = batch_at(data, order, step, dev)
         gen = _step_generator(dev, seed, 2, step) if augment_batches else None
         loss = train_step(model, opt, x, y, gen=gen, flip=data.flip, black=black, precision=precision).item()

@@ -192,9 +192,10 @@ def test_a_panel_of_several_seeds_draws_their_mean_and_a_band_of_one_sd(runs):
     knn = 100 * np.stack([t.knn_acc.values for t in tables])
     line = ax.get_lines()[1]
     np.testing.assert_allclose(line.get_ydata(), knn.mean(0))
-    band = ax.collections[1].get_paths()[0].vertices[:, 1]  # the k-NN's band: mean ± sd (ddof=1) at each step
-    assert band.min() == pytest.approx((knn.mean(0) - knn.std(0, ddof=1)).min())
-    assert band.max() == pytest.approx((knn.mean(0) + knn.std(0, ddof=1)).max())
+    band = ax.collections[1].get_paths()[0].vertices  # the k-NN's band: mean ± sd (ddof=1) at each step
+    for step, mean, sd in zip(tables[0].step, knn.mean(0), knn.std(0, ddof=1)):
+        ys = band[band[:, 0] == step, 1]
+        assert ys.min() == pytest.approx(mean - sd) and ys.max() == pytest.approx(mean + sd), step
     assert ax.get_title().endswith(f"(n={len(runs)}, mean ± sd)")
     assert len(fig.legends) == 1 and ax.get_legend() is None  # one legend for the figure
     plt.close(fig)
@@ -234,6 +235,7 @@ def test_probing_along_training_probes_each_step():
     reports = probing.probe_during_training(net, d, [0, 2], layer=["layer1", "avgpool"], k=[1, 5], batch=50,
                                             device="cpu")
     assert sorted(reports) == [0, 2]
+    assert reports[0].table.knn_acc.tolist() != reports[2].table.knn_acc.tolist()  # trained between the probes
     t = probing.training_table(reports, "avgpool", "l1", 5)
     assert list(t.index) == [0, 2]
     assert t.loc[2, "k-NN acc (%)"] == round(100 * reports[2].table.loc[("avgpool", "l1", 5)].knn_acc, 2)

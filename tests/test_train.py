@@ -176,7 +176,8 @@ def test_kill_and_resume_gives_identical_numbers(tmp_path, capsys):
     run = other.train(cfg, progress=False)
     assert run.key == key and "from step 20" in capsys.readouterr().out  # resumed, not trained afresh
     pd.testing.assert_frame_equal(run.measures.reset_index(drop=True), pd.read_csv(ka))
-    assert json.loads((run.path / "meta.json").read_text())["wall_time_s"] > 0
+    meta = json.loads((run.path / "meta.json").read_text())
+    assert meta["wall_time_s"] > 0 and meta["resumed_from"]["step"] == 20  # where its first steps ran, recorded
     export(other, key, tmp_path / "res")
     assert (tmp_path / "res" / key).is_dir() and not (tmp_path / "res" / "unfinished" / key).exists()
 
@@ -282,3 +283,19 @@ def test_fit_flushes_subnormal_weights_every_flush_every_steps_on_a_cpu(tmp_path
     RunStore(tmp_path).get(RunConfig(dataset="mnist5k", steps=7, eval_steps=(0, 7), limit=(200, 100),
                                      device="cpu"), progress=False)
     assert len(calls) == 2  # after steps 3 and 6
+
+
+def test_an_exported_checkpoint_of_another_run_is_not_taken_up(tmp_path, capsys):
+    from dnnknn.config import RunConfig
+    from dnnknn.runs import RunStore
+    cfg = RunConfig(**{**TINY, "steps": 4, "eval_steps": (0, 4)})
+    store = RunStore(tmp_path / "s", extra=[tmp_path / "res"])
+    key = store.key(cfg)
+    moved = tmp_path / "res" / "unfinished" / key
+    moved.mkdir(parents=True)
+    (moved / "ckpt.pt").write_bytes(b"not a checkpoint")
+    (moved / "unfinished.json").write_text(json.dumps({"key": "0" * 16, "step": 2}))
+    run = store.train(cfg, progress=False)
+    err = capsys.readouterr().err
+    assert "not resuming from" in err and "is of run '0000000000000000'" in err
+    assert "resumed_from" not in run.meta  # trained from step 0
