@@ -47,20 +47,17 @@ def glue_table(name: str, df):
         ```
         ````
     """
-    import pandas as pd
+    from tabulate import tabulate
 
     def cell(v):  # a '|' inside a cell would end it
         return v.replace("|", "\\|") if isinstance(v, str) else v
 
-    flat = df.reset_index() if not isinstance(df.index, pd.RangeIndex) else df.copy()
+    flat = df.reset_index() if any(n is not None for n in df.index.names) else df.copy()  # a named index is a column
     flat.columns = [cell(" ".join(str(c) for c in col) if isinstance(col, tuple) else str(col)) for col in flat.columns]
-    from tabulate import tabulate
-
     # cell by cell as Python objects: to_markdown would pass an all-number frame as one float
     # array (step 40 -> "40.0"); disable_numparse: "90.00" stays as written
-    table = flat.astype(object).map(cell)
-    glue_md(name, tabulate(table.values.tolist(), headers=[str(c) for c in table.columns], tablefmt="pipe",
-                           disable_numparse=True))
+    rows = [[cell(v) for v in row] for row in flat.astype(object).values.tolist()]
+    glue_md(name, tabulate(rows, headers=[str(c) for c in flat.columns], tablefmt="pipe", disable_numparse=True))
 
 
 # -- captions: what a panel was computed from, and how to fill one that was not -----------------

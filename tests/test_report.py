@@ -253,3 +253,11 @@ def test_runs_another_process_is_training_are_asked_for_last(tmp_path, monkeypat
     monkeypatch.setattr(experiments, "get", lambda P, c: asked.append(c.model) or c.model)
     assert experiments.get_all(P, cfgs) == ["wrn", "lenet", "mlp640"]  # in the order given
     assert asked == ["lenet", "mlp640", "wrn"]  # the busy one last
+
+
+def test_a_table_of_numbers_keeps_its_integers(monkeypatch):
+    import pandas as pd
+    said = {}
+    monkeypatch.setattr(report, "glue_md", lambda name, text: said.setdefault(name, text))
+    report.glue_table("t", pd.DataFrame([{"step": 0, "acc": 1.5}, {"step": 40, "acc": 2.25}]).set_index("step"))
+    assert "| 40     | 2.25  |" in said["t"] and "40.0" not in said["t"]
