@@ -140,8 +140,9 @@ def main_runs(P: Params, models=None, datasets=None, seed: int = 0):
 
 
 def seed_grid(P: Params, models=None, datasets=None, kind: str = "main"):
-    """{(model, dataset): the runs of its first `P.figure_runs` seeds (`seed_runs`), or None} and
-    the configs (seed 0's): what the figures draw as mean ± sd over seeds."""
+    """{(model, dataset): the runs of its first `P.figure_runs` seeds (those there are: found, or
+    trained where the profile does), or None} and the configs (seed 0's): what the figures draw
+    as mean ± sd over seeds. Like `seed_runs`, a cell never mixes a dataset with its stand-in."""
     config = {"main": main_config, "random": random_config}[kind]
     seeds = range(min(P.figure_runs, P.n_runs) if kind == "main" else 1)
     cells = [(m, d) for d in datasets or P.datasets for m in models or P.models]

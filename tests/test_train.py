@@ -299,3 +299,29 @@ def test_an_exported_checkpoint_of_another_run_is_not_taken_up(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "not resuming from" in err and "is of run '0000000000000000'" in err
     assert "resumed_from" not in run.meta  # trained from step 0
+
+
+def test_export_unfinished_lists_copies_and_refuses_what_it_cannot_read(tmp_path, capsys):
+    import os
+
+    from dnnknn import cli
+    from dnnknn.runs import DamagedRun, RunStore, export_unfinished
+    from dnnknn.train import Records, save_checkpoint
+    key, bad = "a" * 16, "b" * 16
+    (tmp_path / "s" / ".partial" / key).mkdir(parents=True)
+    (tmp_path / "s" / ".partial" / bad).mkdir(parents=True)
+    net = torch.nn.Linear(3, 2)
+    save_checkpoint(tmp_path / "s" / ".partial" / key / "ckpt.pt", net, torch.optim.SGD(net.parameters(), lr=0.1),
+                    Records(), 7, 1.5)
+    (tmp_path / "s" / ".partial" / bad / "ckpt.pt").write_bytes(b"garbled")
+    assert cli.main(["export", "--unfinished", "--runs-dir", str(tmp_path / "s")]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed == [f"{key}  |  unfinished, at step 7"]  # the damaged one is not offered
+    with pytest.raises(DamagedRun):
+        export_unfinished(RunStore(tmp_path / "s"), bad, tmp_path / "res")
+    assert not (tmp_path / "res" / "unfinished" / bad).exists()
+    os.symlink(tmp_path / "s" / ".partial" / key / "ckpt.pt", tmp_path / "s" / ".partial" / bad / "link.pt")
+    (tmp_path / "s" / ".partial" / bad / "ckpt.pt").unlink()
+    (tmp_path / "s" / ".partial" / bad / "link.pt").rename(tmp_path / "s" / ".partial" / bad / "ckpt.pt")
+    assert cli.main(["export", bad, "--unfinished", "--runs-dir", str(tmp_path / "s"), "--to", str(tmp_path / "res")]) == 2
+    assert "no checkpoint of an unfinished run" in capsys.readouterr().err  # a symlink is not followed
