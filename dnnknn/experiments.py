@@ -110,11 +110,13 @@ def get(P: Params, cfg: RunConfig) -> Run | None:
 
 
 def get_all(P: Params, cfgs: list[RunConfig]) -> list[Run | None]:
-    """`get` of each config, in order; the runs that another process is training now are asked
-    for last, so that this one trains the others meanwhile instead of waiting for them."""
+    """`get` of each config, returned in order. The runs that another process is training now are
+    asked for last, so that this one trains the others meanwhile instead of waiting for them; and
+    the highest seeds first: seed 0 is the run other pages share (a page of all the seeds, Table
+    1's, starts where the others do not)."""
     store = P.store()
     out = [None] * len(cfgs)
-    for i in sorted(range(len(cfgs)), key=lambda i: feasible_here(P, cfgs[i]) and store.busy(cfgs[i])):
+    for i in sorted(range(len(cfgs)), key=lambda i: (feasible_here(P, cfgs[i]) and store.busy(cfgs[i]), -cfgs[i].seed)):
         out[i] = get(P, cfgs[i])
     return out
 

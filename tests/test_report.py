@@ -253,6 +253,10 @@ def test_runs_another_process_is_training_are_asked_for_last(tmp_path, monkeypat
     monkeypatch.setattr(experiments, "get", lambda P, c: asked.append(c.model) or c.model)
     assert experiments.get_all(P, cfgs) == ["wrn", "lenet", "mlp640"]  # in the order given
     assert asked == ["lenet", "mlp640", "wrn"]  # the busy one last
+    asked.clear()
+    seeds = [experiments.main_config(P, "mnist5k", "wrn", s) for s in range(3)]
+    monkeypatch.setattr(experiments, "get", lambda P, c: asked.append(c.seed) or c.seed)
+    assert experiments.get_all(P, seeds) == [0, 1, 2] and asked == [2, 1, 0]  # seed 0, the shared one, last
 
 
 def test_a_table_of_numbers_keeps_its_integers(monkeypatch):
