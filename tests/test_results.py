@@ -4,6 +4,7 @@ import pytest
 
 from dnnknn import RunConfig, RunStore
 from dnnknn.profiles import RESULTS_DIR
+from dnnknn.runs import UNFINISHED
 from dnnknn.train import pred_key
 from dnnknn.metrics import agreement
 from dnnknn.runs import Run, export
@@ -23,7 +24,8 @@ def test_exported_record_gives_the_same_tables(tmp_path):
         pd.testing.assert_frame_equal(shipped.table(split), original.table(split))
 
 
-@pytest.mark.parametrize("path", sorted(p for p in RESULTS_DIR.glob("*") if p.is_dir()), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(p for p in RESULTS_DIR.glob("*") if p.is_dir() and p.name != UNFINISHED),
+                         ids=lambda p: p.name)
 def test_committed_results_are_consistent(path):
     """Every committed record: its measures recompute from its predictions, and its key is its config's."""
     run = Run(path)
@@ -75,3 +77,15 @@ def test_the_500_step_runs_are_the_first_500_steps_of_the_1000_step_runs():
             a, b = s.at(500), r.at(500)
             assert (a.dnn_acc, a.knn_acc) == pytest.approx((b.dnn_acc, b.knn_acc), abs=1.5e-3), (m, s.key, r.key)
             assert s.at(500, split="train").dnn_acc > 0  # the training set evaluated at step 500
+
+
+@pytest.mark.parametrize("path", sorted((RESULTS_DIR / UNFINISHED).glob("*")), ids=lambda p: p.name)
+def test_committed_unfinished_runs_are_checkpoints_of_their_own_key(path):
+    """An unfinished run carried to another machine: a checkpoint that loads with weights_only, and
+    an unfinished.json naming the folder's key and the checkpoint's step."""
+    import json
+
+    from dnnknn.train import load_checkpoint
+    info = json.loads((path / "unfinished.json").read_text())
+    assert info["key"] == path.name and not (path / "ckpt.pt").is_symlink()
+    assert load_checkpoint(path / "ckpt.pt", "cpu")["step"] == info["step"] > 0
