@@ -362,16 +362,17 @@ def export_unfinished(store: RunStore, key: str, to: str | os.PathLike | None = 
     if not ckpt.is_file() or ckpt.is_symlink():
         raise ConfigError(f"no checkpoint of an unfinished run {key!r} in {store.root / '.partial'}; "
                           f"`python -m dnnknn export --unfinished` lists them")
-    try:
-        ck = load_checkpoint(ckpt, "cpu")
-        step, wall = int(ck["step"]), float(ck["wall"])
-    except Exception as e:  # noqa: BLE001 - any unreadable file: refused, never exported
-        raise DamagedRun(f"the checkpoint {ckpt} cannot be read ({type(e).__name__}); not exported") from None
-    info = {"key": key, "step": step, "wall_time_s": round(wall, 1), "code_version": code_version(),
-            "device_name": device_name("cpu"), "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    data = ckpt.read_bytes()  # one snapshot: a training run may write a newer checkpoint meanwhile
 
     def fill(tmp: Path):
-        shutil.copy2(ckpt, tmp / "ckpt.pt")
+        (tmp / "ckpt.pt").write_bytes(data)
+        try:  # the copy itself is what is checked and described
+            ck = load_checkpoint(tmp / "ckpt.pt", "cpu")
+            step, wall = int(ck["step"]), float(ck["wall"])
+        except Exception as e:  # noqa: BLE001 - any unreadable file: refused, never exported
+            raise DamagedRun(f"the checkpoint {ckpt} cannot be read ({type(e).__name__}); not exported") from None
+        info = {"key": key, "step": step, "wall_time_s": round(wall, 1), "code_version": code_version(),
+                "device_name": device_name("cpu"), "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (tmp / "unfinished.json").write_text(json.dumps(info, indent=1))
 
     return atomic.publish_dir((Path(to) if to else COMMITTED) / UNFINISHED, key, fill)
