@@ -339,8 +339,9 @@ def run_pages(todo: list, extra: dict, jobs: int, book: Path = BOOK, logs: Path 
     reading = [p for p in todo if p[2].get("profile") == "paper"]
     # the pages that train runs first, the longest first, so that the others find them made
     # instead of waiting in a worker for them; then the rest, the longest first; the summary last
+    recorded = {page: _recorded(page, book) for _, page, _ in todo}  # (runs' seconds, wall)
     rest = sorted((p for p in todo if p not in reading),
-                  key=lambda p: (p[0].startswith("09_"), not _recorded(p[1], book)[0], [-x for x in _recorded(p[1], book)]))
+                  key=lambda p: (p[0].startswith("09_"), not recorded[p[1]][0], [-x for x in recorded[p[1]]]))
     print(f"{len(todo)} page{'s' * (len(todo) != 1)}, {jobs} at a time ({threads} thread{'s' * (threads > 1)} each); "
           f"{'their logs below' if verbose else f'each one logs to {Path(logs)}/'}", flush=True)
     times, futures, reported, numba_s = [], {}, set(), None

@@ -130,8 +130,8 @@ def _own_data(runs: list, dataset: str) -> list:
 def dataset_name(dataset: str, runs) -> str:
     """The dataset's name as a figure or table shows it: that of the data the runs trained on (a
     stand-in's, e.g. 'CIFAR-10 (JPEG q75 copy)'), the asked one's without runs."""
-    from .plots import name
-    trained = [r.config.dataset for r in (runs if isinstance(runs, (list, tuple)) else [runs]) if r is not None]
+    from .plots import as_runs, name
+    trained = [r.config.dataset for r in as_runs(runs)]
     return name(trained[0] if trained else dataset)
 
 
@@ -151,7 +151,7 @@ def seed_grid(P: Params, models=None, datasets=None, kind: str = "main"):
     every = [(cell, config(P, cell[1], cell[0], s)) for cell in cells for s in seeds]
     got = get_all(P, [c for _, c in every])
     runs = {cell: _own_data([r for (c, _), r in zip(every, got) if c == cell], cell[1]) or None for cell in cells}
-    return runs, {cell: config(P, cell[1], cell[0]) for cell in cells}
+    return runs, {cell: c for cell, c in every if c.seed == 0}  # seeds start at 0
 
 
 def random_runs(P: Params, datasets=None, model: str = "wrn", seed: int = 0):

@@ -84,7 +84,7 @@ def describe(P: Params, run, cfg: RunConfig) -> str:
     runs = as_runs(run)
     if not runs:
         return f"{cfg.label()}: {how_to_fill(P, cfg)}"
-    first, cfg = runs[0].meta, runs[0].config  # a stand-in's own dataset (experiments.get)
+    cfg = runs[0].config  # a stand-in's own dataset (experiments.get)
     lim = f", first {cfg.limit[0]:,} training images" if cfg.limit else ""
     label = cfg.label()
     if isinstance(run, (list, tuple)):  # the seeds of a figure's panel (experiments.seed_grid)
