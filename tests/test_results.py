@@ -9,6 +9,8 @@ from dnnknn.train import pred_key
 from dnnknn.metrics import agreement
 from dnnknn.runs import Run, export
 
+from .conftest import SHARED_DATA, needs_shared_mnist
+
 
 
 def test_exported_record_gives_the_same_tables(tmp_path):
@@ -89,3 +91,30 @@ def test_committed_unfinished_runs_are_checkpoints_of_their_own_key(path):
     info = json.loads((path / "unfinished.json").read_text())
     assert info["key"] == path.name and not (path / "ckpt.pt").is_symlink()
     assert load_checkpoint(path / "ckpt.pt", "cpu")["step"] == info["step"] > 0
+
+
+@needs_shared_mnist
+def test_a_committed_run_re_evaluates_to_its_records(tmp_path, monkeypatch):
+    """MLP-640 on MNIST, 500 steps (Table 2's run, seed 0), trained again: its k-NN predictions and
+    measures, now through the 8-bit filter and the exact re-rank where they pay, equal the record's.
+    Identical embeddings are the premise: where this CPU trains the network to other weights (its DNN
+    predictions differ from the record's), the k-NN cannot be compared, and the test says so."""
+    import numpy as np
+
+    from dnnknn import knn
+    kept = []  # the filter's re-ranked counts, query by query, when it runs
+    inner = knn.filtered_l1
+    monkeypatch.setattr(knn, "filtered_l1", lambda *a: (inner(*a), kept.extend(a[9]))[0])
+    record = Run(RESULTS_DIR / "34270e869094a9f2")
+    cfg = record.config
+    fresh = RunStore(tmp_path / "store").train(cfg, data_dir=SHARED_DATA, progress=False)
+    assert fresh.key == record.key
+    old, new = record.predictions(), fresh.predictions()
+    for split in ("test", "train"):
+        if not np.array_equal(new[pred_key(500, split)], old[pred_key(500, split)]):
+            pytest.skip(f"this CPU trains other weights than the recording one ({split} DNN predictions differ)")
+        key = pred_key(500, split, "embedding", "l1", 30)
+        np.testing.assert_array_equal(new[key], old[key])
+    pd.testing.assert_frame_equal(fresh.measures, record.measures)
+    if knn.SAD_WIDTH:  # both searches went through the filter (70,000 queries), re-ranking a few each
+        assert len(kept) == 70_000 and 0 < np.mean(kept) < knn.FILTER_MAX_KEPT * 60_000

@@ -1,0 +1,101 @@
+"""The 8-bit filter and exact re-rank (`dnnknn/knn_filter.py`) against the fp32 search it replaces:
+the same neighbours, in the same order, with the same float32 distances, on inputs built to break
+it (ties at the k-th distance, duplicated references, values clipped at the code range's ends,
+k = 1000, as many references as k)."""
+import numpy as np
+import pytest
+
+from dnnknn import knn
+from dnnknn.knn_filter import SAD_WIDTH, quantise
+
+pytestmark = pytest.mark.skipif(not SAD_WIDTH, reason="no vpsadbw on this CPU: the fp32 search runs alone")
+
+
+def _both(q, r, kk):
+    """(filtered, fp32) searches of the same queries: (values, indices, re-ranked per query)."""
+    v, i, counts = knn.l1_filtered(np.ascontiguousarray(q), np.ascontiguousarray(r), kk, pilot=False)
+    ref_v, ref_i = knn._search_cpu(q, r, kk, ("l1",), None, filtered=False)["l1"]
+    return (v, i, counts), (ref_v, ref_i)
+
+
+def _assert_same(q, r, kk):
+    (v, i, counts), (ref_v, ref_i) = _both(q, r, kk)
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_array_equal(v, ref_v)  # bit for bit: the re-rank runs the fp32 kernel
+    return counts
+
+
+def _unit(rng, n, d, relu=True):
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    if relu:  # post-ReLU, like the embeddings: many exact zeros (never a whole row of them)
+        x = np.maximum(x, 0)
+        x[x.max(axis=1) == 0, 0] = 1.0
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("d", [640, 64, 70, 3])
+def test_same_neighbours_as_the_fp32_search(d):
+    rng = np.random.default_rng(d)
+    r, q = _unit(rng, 5000, d), _unit(rng, 300, d)
+    counts = _assert_same(q, r, 30)
+    assert counts is not None and (counts >= 30).all()
+
+
+def test_ties_at_the_kth_distance_and_duplicated_references():
+    rng = np.random.default_rng(1)
+    r = _unit(rng, 6000, 128)
+    r[100:400] = r[7]  # 301 copies of one reference: every query ties among them
+    r[5000:5010] = r[4000]
+    q = np.concatenate([r[7:8] + 1e-3, r[4000:4001], _unit(rng, 100, 128)])
+    q[2:40] = r[7] + rng.standard_normal((38, 128)).astype(np.float32) * 1e-2
+    for kk in (1, 30, 150, 301, 302, 700):
+        _assert_same(q, r, kk)
+
+
+def test_values_at_and_beyond_the_code_range():
+    # the step comes from the 99.9th percentile: the few larger values clip, their error in the bound
+    rng = np.random.default_rng(2)
+    r, q = _unit(rng, 5000, 96), _unit(rng, 200, 96)
+    r[:20] *= 40  # far outside the references' usual range: clipped at 255
+    q[:20] = r[:20] * 1.001
+    q[20:40] = -1.0  # below every offset: clipped at 0
+    q[40:60] = 0.0
+    _assert_same(q, r, 30)
+    (_, (wr, wq)) = quantise(r, q)
+    assert wr[:20].min() > wr[20:].max()  # clipping shows in the slack, so the bound stays true
+
+
+def test_k_1000_and_as_many_references_as_k():
+    rng = np.random.default_rng(3)
+    r, q = _unit(rng, 8000, 64), _unit(rng, 100, 64)
+    _assert_same(q, r, 1000)
+    _assert_same(q[:10], r[:300], 300)  # every reference is a neighbour
+
+
+def test_the_bound_holds_for_every_pair():
+    # lb <= d <= ub for the float64 distance, with lb, ub the codes' sum of byte differences -+ slack
+    rng = np.random.default_rng(4)
+    r, q = _unit(rng, 700, 200, relu=False), _unit(rng, 50, 200, relu=False) * 1.5
+    (cr, cq), (wr, wq) = quantise(r, q)
+    top = float(np.quantile(r - r.min(0), 0.999))
+    s = top / 255
+    sad = np.abs(cq[:, None, :].astype(np.int64) - cr[None].astype(np.int64)).sum(-1)
+    d = np.abs(q[:, None].astype(np.float64) - r[None].astype(np.float64)).sum(-1)
+    slack = wq[:, None] + wr[None]
+    assert (s * (sad - slack) <= d).all() and (d <= s * (sad + slack)).all()
+
+
+def test_search_uses_the_filter_and_gives_the_fp32_answer():
+    rng = np.random.default_rng(5)
+    r, q = _unit(rng, 9000, 80), _unit(rng, 400, 80)
+    assert knn.use_filter(len(q), len(r), 30)
+    d, i = knn.search(q, r, 30, "l1")["l1"]
+    ref_d, ref_i = knn._search_cpu(q, r, 30, ("l1",), None, filtered=False)["l1"]
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_array_equal(d, ref_d)
+    # the train set against itself (Table 2), leave-one-out as well
+    for ex in (False, True):
+        a = knn.search(r, r, 5, "l1", exclude_self=ex)["l1"][1]
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(knn, "use_filter", lambda *a: False)
+            np.testing.assert_array_equal(a, knn.search(r, r, 5, "l1", exclude_self=ex)["l1"][1])
