@@ -104,22 +104,27 @@ def use_filter(n: int, m: int, kk: int) -> bool:
     return bool(SAD_WIDTH) and m >= FILTER_MIN_REFS and kk <= m // 8 and n >= FILTER_PILOT
 
 
-def l1_filtered(q: np.ndarray, r: np.ndarray, kk: int, chunk: int = 2048, pilot: bool = True):
+def l1_filtered(q: np.ndarray, r: np.ndarray, kk: int, chunk: int | None = None, pilot: bool = True):
     """The L1 search through the 8-bit filter and the fp32 re-rank (`knn_filter`): (values, indices,
     candidates re-ranked per query). With `pilot`, when the first FILTER_PILOT queries re-ranked more
-    than FILTER_MAX_KEPT of the references, the fp32 search does the rest (their counts stay 0)."""
+    than FILTER_MAX_KEPT of the references, the fp32 search does the rest (their counts stay 0).
+    chunk: queries per call (default 2,048), as `search`'s."""
     (cr, cq), (wr, wq) = quantise(r, q)
     n, m, d = len(q), len(r), q.shape[1]
     gamma = 2 * (d + 1) * 2.0**-24
-    qb = int(max(4, min(64, SAD_BUFFER // (4 * m) // 4 * 4)))  # queries sharing each tile of codes
+    chunk = chunk or 2048
+    assert cq.shape[1] == cr.shape[1] and cq.shape[1] % 64 == 0  # the SAD reads whole 64-byte blocks
     vals, idxs = np.empty((n, kk), np.float32), np.empty((n, kk), np.int64)
     counts = np.zeros(n, np.int64)
     s = 0
     while s < n:
         if pilot and s == FILTER_PILOT and counts[:s].mean() > FILTER_MAX_KEPT * m:
-            vals[s:], idxs[s:] = _search_cpu(q[s:], r, kk, ("l1",), None, filtered=False)["l1"]
+            vals[s:], idxs[s:] = _search_cpu(q[s:], r, kk, ("l1",), chunk, filtered=False)["l1"]
             break
         e = min(n, FILTER_PILOT if pilot and s == 0 else s + chunk)
+        # queries sharing each tile of codes: a multiple of 4, few enough that every thread has some
+        per_thread = -(-(e - s) // numba.get_num_threads())
+        qb = int(max(4, min(64, SAD_BUFFER // (4 * m) // 4 * 4, -(-per_thread // 4) * 4)))
         filtered_l1(q[s:e], r, cq[s:e], cr, wq[s:e], wr, kk, vals[s:e], idxs[s:e], counts[s:e],
                     np.float32(-1.0), gamma, numba.get_num_threads(), qb)
         s = e
@@ -135,7 +140,7 @@ def _search_cpu(q: np.ndarray, r: np.ndarray, kk: int, metrics: tuple[str, ...],
     out = {}
     for metric in metrics:
         if metric == "l1" and (use_filter(n, m, kk) if filtered is None else filtered) and SAD_WIDTH:
-            out[metric] = l1_filtered(q, r, kk)[:2]
+            out[metric] = l1_filtered(q, r, kk, chunk)[:2]
             continue
         ref, qp = _prepare(metric, r, "refs"), _prepare(metric, q, "queries")
         vals, idxs = np.empty((n, kk), np.float32), np.empty((n, kk), np.int64)

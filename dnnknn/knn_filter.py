@@ -5,7 +5,7 @@ Codes. Every dimension is shifted by its own offset and divided by one common st
 and clipped to 0..255: x -> c(x), read back as q(x) = lo + s c(x). Then ||q(x) - q(r)||_1 =
 s SAD(c(x), c(r)), a sum of absolute byte differences that x86 computes 64 at a time (`vpsadbw`,
 reached through LLVM's intrinsic: numba does not find it by itself). Each vector's own error
-e(x) = ||x - q(x)||_1, clipping included, is computed exactly (float64, rounded up).
+e(x) = ||x - q(x)||_1, clipping included, is computed in float64 and rounded up past its error.
 
 The bound (triangle inequality, per dimension): |d(x, r) - s SAD| <= e(x) + e(r), so
 lb = s SAD - e(x) - e(r) <= d(x, r) <= s SAD + e(x) + e(r) = ub.
@@ -41,7 +41,7 @@ TJ_SAD = 128  # references' codes per tile (128 x 640 bytes: 80 KB, in L2 while 
 def _sad_width() -> int:
     """Bytes per `vpsadbw` on this CPU: 64 (AVX-512 BW), 32 (AVX2), or 0 (no such instruction, or
     code compiled for another CPU (NUMBA_CPU_NAME): then the fp32 search runs alone)."""
-    if config.CPU_NAME or config.CPU_FEATURES:
+    if config.CPU_NAME or config.CPU_FEATURES or config.DISABLE_JIT:
         return 0
     try:
         feats = llb.get_host_cpu_features()
@@ -87,7 +87,9 @@ def quantise(refs: np.ndarray, queries: np.ndarray):
     (w_refs, w_queries) float64: e / s rounded up, the bound's slack in code units."""
     lo = refs.min(axis=0).astype(np.float64)
     sample = refs[::max(1, len(refs) // 2048)]  # ~2,000 rows: the step needs no more
-    top = float(np.quantile(sample - lo.astype(np.float32), 0.999)) if refs.size else 0.0
+    shifted = sample - lo.astype(np.float32)
+    top = float(np.quantile(shifted, 0.999)) if refs.size else 0.0
+    top = top if top > 0 else float(shifted.max(initial=0.0))  # mostly zeros: the largest value
     s = top / 255 if top > 0 else 1.0
     dp = -(-refs.shape[1] // BLOCK) * BLOCK
     out = []
@@ -133,8 +135,9 @@ def _candidates(row, wr, wq, kk, factor, ci, cu):
     """The references that the bound cannot rule out of a query's kk nearest, in increasing index
     order, into ci[:c]; returns c. row (m,) int32: SAD to each reference; wr (m,), wq: slacks. In
     code units ub_j = row_j + wr_j + wq, lb_j = row_j - wr_j - wq, tau = the kk-th smallest ub:
-    keep j when lb_j <= tau * factor. One pass: t, a sampled ub of rank above kk (so t >= tau), keeps
-    a superset (lb_j <= t * factor, which holds for every ub_j <= t); tau is then read from it."""
+    keep j when lb_j <= tau * factor. One pass keeps a superset, lb_j <= t * factor for t a sampled
+    ub, which holds for every ub_j <= t; where at least kk of those were kept, tau <= t and tau is
+    read from the superset; else t = inf (every reference) and the pass runs again."""
     m = len(row)
     step = max(1, m // max(1024, 2 * kk))
     ns = (m + step - 1) // step
@@ -185,7 +188,7 @@ def filtered_l1(Q, R, CQ, CR, wq, wr, kk, vals, idxs, counts, neg, gamma, nthrea
         cu = np.empty(m, np.float64)
         cv = np.empty(m, np.float32)
         tile = np.empty((TILE, d), np.float32)
-        row0, row1 = np.int64(0), np.int64(1)  # not literals: the fp32 search's very specialisation
+        row0, row1 = np.int64(0), np.int64(1)  # int64 variables, as l1_distances passes its bounds: the same _l1_rows
         qrow = np.empty((1, d), np.float32)
         tout = np.empty((1, TILE), np.float32)
         key, key2 = np.empty(m, np.uint32), np.empty(m, np.uint32)

@@ -35,6 +35,8 @@ def fma(typingctx, a, b, c):
     return types.float32(types.float32, types.float32, types.float32), codegen
 
 
+# knn_filter.filtered_l1 compiles this function in too, and numba's cache there does not see an
+# edit here: after changing it, delete dnnknn/__pycache__ (its re-rank must give these very sums)
 @njit(fastmath=True, nogil=True, cache=True)
 def _l1_rows(Q, R, out, i0, i1, neg):
     """out[i - i0, j] = sum_k |Q[i, k] - R[j, k]| for queries i0:i1 and every reference j.

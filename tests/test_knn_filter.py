@@ -33,12 +33,11 @@ def _unit(rng, n, d, relu=True):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("d", [640, 64, 70, 3])
+@pytest.mark.parametrize("d", [640, 64, 70, 127, 33, 17, 15, 3, 1])  # every remainder of a vector
 def test_same_neighbours_as_the_fp32_search(d):
     rng = np.random.default_rng(d)
-    r, q = _unit(rng, 5000, d), _unit(rng, 300, d)
-    counts = _assert_same(q, r, 30)
-    assert counts is not None and (counts >= 30).all()
+    r, q = _unit(rng, 5001, d), _unit(rng, 301, d)  # odd: a tile's last reference alone
+    _assert_same(q, r, 30)
 
 
 def test_ties_at_the_kth_distance_and_duplicated_references():
@@ -77,25 +76,72 @@ def test_the_bound_holds_for_every_pair():
     rng = np.random.default_rng(4)
     r, q = _unit(rng, 700, 200, relu=False), _unit(rng, 50, 200, relu=False) * 1.5
     (cr, cq), (wr, wq) = quantise(r, q)
-    top = float(np.quantile(r - r.min(0), 0.999))
-    s = top / 255
+    s = float(np.quantile(r[::max(1, len(r) // 2048)] - r.min(0), 0.999)) / 255  # quantise's step
     sad = np.abs(cq[:, None, :].astype(np.int64) - cr[None].astype(np.int64)).sum(-1)
     d = np.abs(q[:, None].astype(np.float64) - r[None].astype(np.float64)).sum(-1)
     slack = wq[:, None] + wr[None]
     assert (s * (sad - slack) <= d).all() and (d <= s * (sad + slack)).all()
 
 
-def test_search_uses_the_filter_and_gives_the_fp32_answer():
+def _clustered(rng, n, d, centres):
+    """Points around a few centres, like a trained network's embeddings: the filter keeps few."""
+    x = centres[rng.integers(0, len(centres), n)] + 0.05 * rng.standard_normal((n, d)).astype(np.float32)
+    return np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True), dtype=np.float32)
+
+
+def test_the_sample_missing_the_k_nearest_falls_back_to_every_reference():
+    # the references the strided sample sees (every 19th of 20,000) are the nearest: its 10th smallest
+    # bound (the rank k = 30 asks of 1,053 samples) then keeps fewer than k, and the pass runs again
+    rng = np.random.default_rng(7)
+    m, d = 20000, 32
+    r = 1.0 + rng.random((m, d)).astype(np.float32)
+    q = np.zeros((1, d), np.float32)
+    r[::19] = 0.01 * (1 + np.arange(len(r[::19]), dtype=np.float32)[:, None] / len(r[::19]))
+    _assert_same(np.repeat(q, 8, 0), r, 30)
+
+
+def test_chunks_after_the_pilot_and_the_fallback():
+    rng = np.random.default_rng(8)
+    centres = rng.standard_normal((300, 48)).astype(np.float32)
+    r, q = _clustered(rng, 8000, 48, centres), _clustered(rng, 700, 48, centres)
+    v, i, counts = knn.l1_filtered(q, r, 30, chunk=50)
+    assert (counts[knn.FILTER_PILOT:] > 0).all() and counts.mean() < knn.FILTER_MAX_KEPT * len(r)
+    ref_v, ref_i = knn._search_cpu(q, r, 30, ("l1",), None, filtered=False)["l1"]
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_array_equal(v, ref_v)
+    # vectors whose distances bunch together: the pilot hands the rest to the fp32 kernel
+    r, q = _unit(rng, 8000, 48, relu=False), _unit(rng, 300, 48, relu=False)
+    v, i, counts = knn.l1_filtered(q, r, 600)
+    assert (counts[knn.FILTER_PILOT:] == 0).all()
+    np.testing.assert_array_equal(i, knn._search_cpu(q, r, 600, ("l1",), None, filtered=False)["l1"][1])
+
+
+def test_degenerate_codes():
+    rng = np.random.default_rng(9)
+    for r in (np.ones((5000, 20), np.float32),  # one point 5000 times: every distance ties
+              np.where(rng.random((5000, 64)) < 0.9995, 0, 1).astype(np.float32),  # almost all zeros
+              (rng.standard_normal((5000, 8)) * 1e14).astype(np.float32)):  # near the size limit
+        q = np.concatenate([r[:20], rng.standard_normal((20, r.shape[1])).astype(np.float32) * r.max()])
+        _assert_same(q, r, 30)
+
+
+def test_search_uses_the_filter_and_gives_the_fp32_answer(monkeypatch):
     rng = np.random.default_rng(5)
-    r, q = _unit(rng, 9000, 80), _unit(rng, 400, 80)
-    assert knn.use_filter(len(q), len(r), 30)
+    centres = rng.standard_normal((300, 80)).astype(np.float32)
+    r, q = _clustered(rng, 9000, 80, centres), _clustered(rng, 400, 80, centres)
+    calls = []
+    inner = knn.filtered_l1
+    monkeypatch.setattr(knn, "filtered_l1", lambda *a: (inner(*a), calls.append(a[9].copy()))[0])
     d, i = knn.search(q, r, 30, "l1")["l1"]
+    assert sum(map(len, calls)) == len(q)  # every query went through the filter
     ref_d, ref_i = knn._search_cpu(q, r, 30, ("l1",), None, filtered=False)["l1"]
     np.testing.assert_array_equal(i, ref_i)
     np.testing.assert_array_equal(d, ref_d)
     # the train set against itself (Table 2), leave-one-out as well
+    calls.clear()
     for ex in (False, True):
         a = knn.search(r, r, 5, "l1", exclude_self=ex)["l1"][1]
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(knn, "use_filter", lambda *a: False)
             np.testing.assert_array_equal(a, knn.search(r, r, 5, "l1", exclude_self=ex)["l1"][1])
+    assert sum(map(len, calls)) == 2 * len(r)
