@@ -95,18 +95,24 @@ def feasible_here(P: Params, cfg: RunConfig) -> bool:
     return P.profile == "quick" or P.device_type == "cuda" or fits_cpu(cfg)
 
 
+def find(P: Params, cfg: RunConfig) -> Run | None:
+    """The run from the store (or results/), else the same run on the dataset's stand-in
+    (`STAND_INS`) if the store holds one; else None. The run's own `config.dataset` says which."""
+    store = P.store()
+    run = store.find(cfg)
+    if run is None and cfg.dataset in STAND_INS:
+        run = store.find(dataclasses.replace(cfg, dataset=STAND_INS[cfg.dataset]))
+    return run
+
+
 def get(P: Params, cfg: RunConfig) -> Run | None:
-    """The run from the store (or results/), trained now if this profile does so; else the same
-    run on the dataset's stand-in (`STAND_INS`) if the store holds one; else None. The run's own
-    `config.dataset` says which it is."""
+    """`find`, after training the run now where it is missing and this profile trains it."""
     store = P.store()
     run = store.find(cfg)
     if run is None and feasible_here(P, cfg):
         print(f"training {cfg.label()} ...", flush=True)
-        run = store.train(cfg, data_dir=P.data_dir, progress="log")
-    if run is None and cfg.dataset in STAND_INS:
-        run = store.find(dataclasses.replace(cfg, dataset=STAND_INS[cfg.dataset]))
-    return run
+        return store.train(cfg, data_dir=P.data_dir, progress="log")
+    return run if run is not None else find(P, cfg)
 
 
 def get_all(P: Params, cfgs: list[RunConfig]) -> list[Run | None]:
@@ -174,7 +180,7 @@ def seed_runs(P: Params, model: str, dataset: str | None, kind: str = "main") ->
               "raw": raw_pixels_config}[kind]
     cfgs = [config(P, dataset, model, s) for s in seeds]
     if kind in ("legacy", "raw"):  # read only: never trained by a page
-        return [r for r in (P.store().find(c) for c in cfgs) if r is not None]
+        return _own_data([find(P, c) for c in cfgs], dataset)
     return _own_data(get_all(P, cfgs), dataset)  # never the dataset mixed with its stand-in
 
 

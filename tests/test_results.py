@@ -120,3 +120,15 @@ def test_a_committed_run_re_evaluates_to_its_records(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(fresh.measures, record.measures)
     if knn.SAD_WIDTH:  # both searches went through the filter (70,000 queries), re-ranking a few each
         assert len(kept) == 70_000 and 0 < np.mean(kept) < knn.FILTER_MAX_KEPT * 60_000
+
+
+def test_the_raw_pixel_run_stands_in_for_cifar10_where_only_its_copy_was_run():
+    """LeNet on the CIFAR-10 JPEG copy from raw pixels (issue 32's run) is what the pages read for
+    CIFAR-10's raw-pixel LeNet: found through the stand-in, like the standardised runs."""
+    from dnnknn import experiments
+    full = _paper_profile()
+    raw, std = experiments.seed_runs(full, "lenet", "cifar10", "raw"), experiments.seed_runs(full, "lenet", "cifar10")
+    if not raw:
+        pytest.skip("the raw-pixel LeNet run is not in results/")
+    assert [r.config.pixels for r in raw] == ["raw"] and [r.config.pixels for r in std] == ["standardised"] * len(std)
+    assert raw[0].config.dataset == std[0].config.dataset and raw[0].config.steps == 50_000
