@@ -116,17 +116,17 @@ def l1_filtered(q: np.ndarray, r: np.ndarray, kk: int, chunk: int | None = None,
     assert cq.shape[1] == cr.shape[1] and cq.shape[1] % 64 == 0  # the SAD reads whole 64-byte blocks
     vals, idxs = np.empty((n, kk), np.float32), np.empty((n, kk), np.int64)
     counts = np.zeros(n, np.int64)
-    s = 0
+    threads, s = numba.get_num_threads(), 0
     while s < n:
         if pilot and s == FILTER_PILOT and counts[:s].mean() > FILTER_MAX_KEPT * m:
             vals[s:], idxs[s:] = _search_cpu(q[s:], r, kk, ("l1",), chunk, filtered=False)["l1"]
             break
         e = min(n, FILTER_PILOT if pilot and s == 0 else s + chunk)
         # queries sharing each tile of codes: a multiple of 4, few enough that every thread has some
-        per_thread = -(-(e - s) // numba.get_num_threads())
+        per_thread = -(-(e - s) // threads)
         qb = int(max(4, min(64, SAD_BUFFER // (4 * m) // 4 * 4, -(-per_thread // 4) * 4)))
         filtered_l1(q[s:e], r, cq[s:e], cr, wq[s:e], wr, kk, vals[s:e], idxs[s:e], counts[s:e],
-                    np.float32(-1.0), gamma, numba.get_num_threads(), qb)
+                    np.float32(-1.0), gamma, threads, qb)
         s = e
     return vals, idxs, counts
 

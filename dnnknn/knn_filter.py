@@ -30,7 +30,7 @@ from numba import njit, prange, types
 from numba.core import cgutils, config
 from numba.extending import intrinsic
 
-from .knn_kernels import _l1_rows, sorted_topk
+from .knn_kernels import _l1_rows, sample_rank, sorted_topk
 
 BLOCK = 64  # bytes of codes per SAD step (the codes are padded to a multiple of it with zeros)
 TILE = 128  # candidates gathered per re-rank call (128 x 640 floats: 320 KB, in L2)
@@ -139,10 +139,7 @@ def _candidates(row, wr, wq, kk, factor, ci, cu):
     ub, which holds for every ub_j <= t; where at least kk of those were kept, tau <= t and tau is
     read from the superset; else t = inf (every reference) and the pass runs again."""
     m = len(row)
-    step = max(1, m // max(1024, 2 * kk))
-    ns = (m + step - 1) // step
-    lam = kk * ns / m  # expected sampled values among the kk smallest
-    rank = min(ns - 1, int(np.ceil(lam + 3 * np.sqrt(lam) + 3)))
+    step, ns, rank = sample_rank(m, kk)
     for a in range(ns):
         cu[a] = row[a * step] + wr[a * step]
     t = np.inf if rank >= ns - 1 else np.partition(cu[:ns], rank)[rank] + wq

@@ -35,8 +35,8 @@ def fma(typingctx, a, b, c):
     return types.float32(types.float32, types.float32, types.float32), codegen
 
 
-# knn_filter.filtered_l1 compiles this function in too, and numba's cache there does not see an
-# edit here: after changing it, delete dnnknn/__pycache__ (its re-rank must give these very sums)
+# knn_filter.filtered_l1 compiles this function (and sample_rank, sorted_topk) in too, and numba's
+# cache there does not see an edit here: after changing one, delete dnnknn/__pycache__
 @njit(fastmath=True, nogil=True, cache=True)
 def _l1_rows(Q, R, out, i0, i1, neg):
     """out[i - i0, j] = sum_k |Q[i, k] - R[j, k]| for queries i0:i1 and every reference j.
@@ -157,6 +157,16 @@ def smallest_at(x, r, top):
     return top[r]
 
 
+@njit(nogil=True, cache=True)
+def sample_rank(m, kk):
+    """(step, ns, rank): a row of m values sampled every step-th (ns samples), and the rank of the
+    sampled value that lies 3 standard deviations above the expected rank of the kk-th smallest."""
+    step = max(1, m // max(1024, 2 * kk))
+    ns = (m + step - 1) // step
+    lam = kk * ns / m  # expected sampled values among the kk smallest
+    return step, ns, min(ns - 1, int(np.ceil(lam + 3 * np.sqrt(lam) + 3)))
+
+
 @njit(parallel=True, nogil=True, cache=True)
 def select_dense(D, kk, vals, idxs):
     """The kk smallest of each row of D (n, m), sorted by (distance, index), into vals/idxs (n, kk).
@@ -167,10 +177,7 @@ def select_dense(D, kk, vals, idxs):
     one branch-free pass; if an unlucky sample kept fewer than kk, the exact kk-th value is used.
     Rows go in blocks so that each thread allocates its buffers once."""
     n, m = D.shape
-    step = max(1, m // max(1024, 2 * kk))
-    ns = (m + step - 1) // step
-    lam = kk * ns / m  # expected sampled values among the kk smallest
-    rank = min(ns - 1, int(np.ceil(lam + 3 * np.sqrt(lam) + 3)))
+    step, ns, rank = sample_rank(m, kk)
     nblocks = min(n, 256)
     for b in prange(nblocks):
         cv = np.empty(m, np.float32)
