@@ -7,6 +7,7 @@ makes it for, one `Check` per setting run here, and `Fact`s (computed numbers fo
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from . import experiments, paper, report
 from .metrics import spread
-from .names import PAPER_K, PAPER_METRIC, name
+from .names import CPU_WRN_WIDTHS, PAPER_K, PAPER_METRIC, PAPER_WRN, model_name, name
 from .paper import STATED, TABLE2, Stated
 
 RULE = """\
@@ -84,6 +85,20 @@ class Claim:
     checks: list
     facts: list = field(default_factory=list)
     why: str = ""
+    # the claim's checks with the CPU's Wide-ResNet in the paper's place, where the paper's was not run:
+    # indicative, never counted in the verdict (`evaluate`); `indicative_name` names that network
+    indicative: list = field(default_factory=list)
+    indicative_name: str = ""
+
+    def indicative_verdict(self) -> str | None:
+        """'holds', 'partly' or 'does not hold' over the indicative checks' settings; None without any."""
+        held = {}
+        for c in self.indicative:
+            for s in (s for s in c.settings if s[0] == "wrn"):
+                held[s] = held.get(s, True) and c.held
+        if not held:
+            return None
+        return "holds" if all(held.values()) else "does not hold" if not any(held.values()) else "partly"
 
     def covered(self) -> tuple[set, set]:
         """(settings run on their own data, settings run on a stand-in's only) among the claimed ones."""
@@ -152,6 +167,26 @@ class Evidence:
             cfg = {"main": experiments.main_config, "random": experiments.random_config}[kind](self.quick, dataset, model)
             return self.quick.store().find(cfg)
         return self._get(("quick", model, dataset, kind), load)
+
+
+class StandInEvidence(Evidence):
+    """`ev` with the Wide-ResNet of width `width` at the paper's depth (`experiments.stand_in_config`) in
+    the place of the paper's Wide-ResNet-28-10: the same runs of the other networks, read once for both."""
+
+    def __init__(self, ev: Evidence, width: int):
+        self.quick, self._cache, self.width = ev.quick, ev._cache, width
+        self.full = ev.full if ev.full is None else dataclasses.replace(ev.full, wrn_depth=PAPER_WRN[0], wrn_width=width)
+        self._base = ev
+
+    def runs(self, model: str, dataset: str, kind: str = "main") -> list:
+        if model != "wrn":
+            return self._base.runs(model, dataset, kind)
+        return self._get(("full", f"wrn-{PAPER_WRN[0]}-{self.width}", dataset, kind), lambda: self._load(dataset, kind))
+
+    def _load(self, dataset: str, kind: str) -> list:
+        if kind != "random":
+            return experiments.seed_runs(self.full, "wrn", dataset, kind)
+        return experiments.with_stand_in(self.full, [experiments.random_config(self._base.full, dataset, "wrn")]) or []
 
 
 CLAIMS = []
@@ -497,7 +532,7 @@ def deeper_mc_me(ev: Evidence) -> Claim:
                                           d, s, digits=4, shape="series"))
     return Claim("The correspondence grows stronger in MC and ME as the network becomes deeper", "section 4.3",
                  "stronger as the network deepens", ALL, "on each dataset, MC and ME do not fall from MLP-640 to "
-                 "LeNet to the Wide-ResNet (the networks run there)", checks, not_run_fact(ev, ALL),
+                 "LeNet to the Wide-ResNet (the networks run there)", checks, not_run_fact(ev, ALL) + depth_fact(ev),
                  "The depth-and-width chapter sets the networks side by side.")
 
 
@@ -520,7 +555,20 @@ def lenet_early_wrn_late(ev: Evidence) -> Claim:
     return Claim("LeNet's P_SAME is higher early in training, and the Wide-ResNet's at the end", "section 5",
                  "LeNet first, eventually surpassed by the Wide-ResNet", settings,
                  "LeNet's mean P_SAME above the Wide-ResNet's at the first evaluation after step 0, and below it "
-                 "at the last", checks, facts + not_run_fact(ev, settings))
+                 "at the last", checks, facts + not_run_fact(ev, settings) + depth_fact(ev, leaders=True))
+
+
+def depth_fact(ev: Evidence, leaders: bool = False) -> list:
+    """The depth-and-width chapter's data (`depth`) for a depth claim, where more than two networks were run:
+    MC and ME of each, or (leaders) which network leads P_SAME early and at the end."""
+    from . import depth
+    nets = ev._get(("depth",), lambda: depth.networks(ev.full) if ev.full is not None else [])
+    if sum(bool(n.runs) for n in nets) < 3:
+        return []
+    if leaders:
+        return [Fact("depth_leaders", depth.leaders(depth.p_same_curves(nets)))]
+    m = depth.measures(nets)
+    return [Fact("depth_measures", {"rows": m[m.quantity.isin(["MC", "ME"])].to_dict("records")})]
 
 
 def _early_late(settings, lenet, wrn, d) -> Check:
@@ -607,10 +655,12 @@ def table2_values(ev: Evidence) -> Claim:
             {"setting": c.settings[0], "quantity": c.quantity, "values": [-v for v in c.values],
              "paper": c.paper, "held": paper.agrees(Stated(c.paper, "Table 2"), [-v for v in c.values]).held}
             for c in mnist]}))
-        facts.append(Fact("table2_last_step", {"last_step": max(r.config.steps for c in mnist for r in ev.runs(*c.settings[0])),
-                                               "rows": [{"setting": c.settings[0], "quantity": c.quantity, "paper_step": c.step,
-                                                         "values": [paper.QUANTITIES[c.quantity](r) for r in ev.runs(*c.settings[0])]}
-                                                        for c in mnist if ev.runs(*c.settings[0])]}))
+        rows = [{"setting": c.settings[0], "quantity": c.quantity, "paper_step": c.step,
+                 "values": [paper.QUANTITIES[c.quantity](r) for r in ev.runs(*c.settings[0])]}
+                for c in mnist if ev.runs(*c.settings[0])]
+        if rows:  # the main runs' last step, where they are here
+            facts.append(Fact("table2_last_step", {"rows": rows, "last_step": max(
+                r.config.steps for c in mnist for r in ev.runs(*c.settings[0]))}))
     return Claim("Table 2's generalisation errors", "appendix C, Table 2", "9 × 2 values", ALL,
                  "the rule for a printed number, per cell (MNIST: the authors' 500-step runs)", checks,
                  facts + raw_fact(ev) + table2_missing(ev),
@@ -625,7 +675,7 @@ def table2_similar(ev: Evidence) -> Claim:
     for m, d in ALL:
         for kind in ("main", "raw") if (m, d) == ("lenet", "cifar10") else (table2_kind(d),):
             if runs := ev.runs(m, d, kind):
-                gaps = [paper.QUANTITIES[f"{w} generalisation gap (%)"](r) for r in runs for w in ("DNN", "k-NN")]
+                gaps = [report_gap(r, i) for r in runs for i in (0, 1)]
                 diff = abs(float(np.mean(gaps[0::2])) - float(np.mean(gaps[1::2])))
                 checks.append(qualitative([(m, d)], "|DNN − k-NN| generalisation error (points)" +
                                           (", raw pixels" if kind == "raw" else ""), f"≤ {SIMILAR:.1f}", runs, [diff],
@@ -665,7 +715,8 @@ def table2_missing(ev: Evidence) -> list:
 
 
 def report_gap(run, i: int) -> float:
-    return paper.QUANTITIES[("DNN", "k-NN")[i] + " generalisation gap (%)"](run)
+    """Table 2's DNN (i = 0) or k-NN (1) gap of a run at Table 2's step (a main run on MNIST: step 500)."""
+    return paper.QUANTITIES[("DNN", "k-NN")[i] + " generalisation gap (%)"](run, paper.paper_step(run.config.dataset, "Table 2"))
 
 
 # -- appendix D, Figure 7 ------------------------------------------------------------------------------
@@ -687,9 +738,25 @@ def gd_unchanged(ev: Evidence) -> Claim:
 
 
 def evaluate(quick, full) -> list[Claim]:
-    """Every registered claim, judged on the paper profile `full` (read only); `quick` for indicative numbers."""
-    ev = Evidence(quick, full)
-    return [fn(ev) for fn in CLAIMS]
+    """Every registered claim, judged on the paper profile `full` (read only); `quick` for indicative numbers.
+    A claim about the Wide-ResNet is judged again with the CPU's stand-in in its place (`StandInEvidence`):
+    the checks of the Wide-ResNet settings not run here become its `indicative` list, outside the verdict."""
+    return judge_all(Evidence(quick, full))
+
+
+def judge_all(ev: Evidence) -> list[Claim]:
+    """`evaluate` on given evidence (tests: `Evidence.of`, the stand-in's runs under ("wrn-28-2", dataset, kind))."""
+    cpu = StandInEvidence(ev, CPU_WRN_WIDTHS[0])
+    out = []
+    for fn in CLAIMS:
+        cl = fn(ev)
+        run_here = cl.setting_held()
+        wanted = {s for s in cl.settings if s[0] == "wrn" and s not in run_here}
+        if wanted:
+            cl.indicative = [c for c in fn(cpu).checks if c.held is not None and wanted & set(c.settings)]
+            cl.indicative_name = model_name("wrn", PAPER_WRN[0], CPU_WRN_WIDTHS[0])
+        out.append(cl)
+    return out
 
 
 @functools.lru_cache(maxsize=None)

@@ -8,7 +8,7 @@ import sys
 
 from .config import CIFAR_SCHEDULE, MNIST_SCHEDULE, RunConfig, eval_schedule
 from .errors import DnnKnnError
-from .names import (DATASETS, LABELS, METRICS, MODELS, OPTIMIZERS, PIXELS, PRECISIONS, PROFILES, SECTIONS,
+from .names import (DATASETS, LABELS, METRICS, MODELS, OPTIMIZERS, PIXELS, PRECISIONS, PAPER_SECTIONS, PROFILES, SECTIONS,
                     WEIGHT_DECAY_RULES)
 
 
@@ -212,8 +212,9 @@ def parser() -> argparse.ArgumentParser:
     g = sub.add_parser("grid", help="submit every run a profile needs through submitit (Slurm or local)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g.add_argument("--profile", default="paper", choices=PROFILES)
-    g.add_argument("--executor", default="slurm", choices=("slurm", "local"),
-                   help="slurm: one job per run; local: local processes through submitit")
+    g.add_argument("--executor", default="slurm", choices=("slurm", "local", "serial"),
+                   help="slurm: one job per run; local: local processes through submitit, all at once; "
+                        "serial: one run after another in this process (a CPU's long runs)")
     g.add_argument("--partition", help="Slurm partition")
     g.add_argument("--gpus-per-job", type=int, default=1)
     g.add_argument("--cpus-per-job", type=int, default=8)
@@ -225,7 +226,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", type=int, help="default: the profile's")
     g.add_argument("--n-runs", type=int, help="seeds of every main run (the spread beside the paper's values; "
                                               "Table 1's 10) (default: the profile's)")
-    g.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS, help="which kinds of runs")
+    g.add_argument("--sections", nargs="+", default=list(PAPER_SECTIONS), choices=SECTIONS,
+                   help=f"which kinds of runs (default: {' '.join(PAPER_SECTIONS)}; depth: the Wide-ResNet-28-2 and -28-4 "
+                        "on MNIST, with random labels too, that a CPU trains)")
     g.add_argument("--device", default="cuda", help="device the jobs train on")
     g.add_argument("--precision", default="auto", choices=("auto", *PRECISIONS),
                    help="the profile's by default (quick: bf16-train on a CPU with native bf16, else fp32; "

@@ -9,14 +9,22 @@ from __future__ import annotations
 import dataclasses
 
 from . import __version__
-from .names import STAND_INS
+from .names import CPU_WRN_WIDTHS, PAPER_WRN, STAND_INS  # noqa: F401 - CPU_WRN_WIDTHS for the pages
 from .config import CIFAR_SCHEDULE, RunConfig, eval_schedule
-from .profiles import ALL_KS, NEIGHBOUR_IMAGES, Params, fits_cpu
+from .profiles import ALL_KS, NEIGHBOUR_IMAGES, Params, cpu_command, fits_cpu, is_depth_run
 from .runs import Run
+
+
+# Where the authors read MNIST's Figure 1, section 4.1's 4.44% and Table 2: at step 500 of runs with
+# LAST_STEP = 501 and drops at 150/300/400 (`train_simple.ini` at b84f959 and 501a6cb; `test_simple.ini`
+# at b5e7428 reads ckpt-500); Figures 3 and 4 at step 1,000 (`plots/ma_md_scores.py` at 48646ef)
+AUTHORS_MNIST_STEP = 500
 
 
 def section(cfg: RunConfig) -> str:
     """The kind of run, as `python -m dnnknn grid --sections` names it."""
+    if is_depth_run(cfg):
+        return "depth"
     return "gd" if cfg.optimizer == "gd" else "random" if cfg.labels == "random" else "main"
 
 
@@ -32,9 +40,24 @@ def main_config(P: Params, dataset: str, model: str, seed: int = 0) -> RunConfig
     return RunConfig(dataset=dataset, model=model, steps=steps, **P.model_options(model),
                      eval_steps=P.eval_steps_for(dataset), ks=tuple(sorted(set(ALL_KS) | set(P.ks))),
                      metrics=tuple(dict.fromkeys((P.metric, "l1", "l2"))), pca_dims=(64,),
-                     full_eval_steps=(steps,), eval_train=True, train_eval_steps=(steps,), train_full=False,
+                     full_eval_steps=(steps,), eval_train=True, train_eval_steps=_train_eval_steps(model, dataset, steps),
+                     train_full=False,
                      neighbour_images=NEIGHBOUR_IMAGES,
                      probe_layers=layers, seed=seed, device=P.device, precision=P.train_precision)
+
+
+def _train_eval_steps(model: str, dataset: str, steps: int) -> tuple[int, ...]:
+    """Where the main run evaluates the training set: the last step; the Wide-ResNet on MNIST also at the
+    authors' step 500, its Table 2 row (its first 500 steps are `table2_config`'s: the same drops and
+    batches), since a second 500-step run of the Wide-ResNet costs an hour on a CPU."""
+    wrn_table2 = model == "wrn" and dataset == "mnist" and steps > AUTHORS_MNIST_STEP
+    return (AUTHORS_MNIST_STEP, steps) if wrn_table2 else (steps,)
+
+
+def cpu_wrn_config(P: Params, width: int, seed: int = 0, dataset: str = "mnist") -> RunConfig:
+    """The Wide-ResNet at the paper's depth (28) and a width a CPU trains, the main run's settings:
+    the stand-in for the Wide-ResNet-28-10 where no run of it exists (`CPU_WRN_WIDTHS`)."""
+    return main_config(dataclasses.replace(P, wrn_depth=PAPER_WRN[0], wrn_width=width), dataset, "wrn", seed)
 
 
 def raw_pixels_config(P: Params, dataset: str, model: str = "lenet", seed: int = 0) -> RunConfig:
@@ -43,17 +66,14 @@ def raw_pixels_config(P: Params, dataset: str, model: str = "lenet", seed: int =
     return dataclasses.replace(main_config(P, dataset, model, seed), pixels="raw")
 
 
-# Where the authors read MNIST's Figure 1, section 4.1's 4.44% and Table 2: at step 500 of runs with
-# LAST_STEP = 501 and drops at 150/300/400 (`train_simple.ini` at b84f959 and 501a6cb; `test_simple.ini`
-# at b5e7428 reads ckpt-500); Figures 3 and 4 at step 1,000 (`plots/ma_md_scores.py` at 48646ef)
-AUTHORS_MNIST_STEP = 500
-
-
 def table2_config(P: Params, dataset: str, model: str, seed: int = 0) -> RunConfig:
     """The authors' 500-step MNIST run, for Table 2: the main run's first 500 steps (the same drops,
-    at 150/300/400), the test and the training set evaluated at step 500 with the curves' k and metric."""
+    at 150/300/400), the test and the training set evaluated at step 500 with the curves' k and metric.
+    The Wide-ResNet's is its main run, which evaluates the training set at step 500 too."""
     main = main_config(P, dataset, model, seed).resolve()
     step = AUTHORS_MNIST_STEP
+    if step in main.train_eval_steps:
+        return main_config(P, dataset, model, seed)
     return RunConfig(dataset=dataset, model=model, steps=step, **P.model_options(model),
                      lr_milestones=tuple(m for m in main.lr_milestones if m < step), eval_steps=(step,),
                      ks=(main.curve_k,), metrics=main.metrics[:1], eval_train=True, seed=seed,
@@ -78,6 +98,20 @@ def random_config(P: Params, dataset: str, model: str = "wrn", seed: int = 0) ->
                      ks=tuple(sorted({30} | set(P.ks))), metrics=(P.metric,), eval_train=True,
                      limit=tuple(P.random_limit) if P.random_limit else None, seed=seed,
                      device=P.device, precision=P.train_precision)
+
+
+# The CPU's random-label Wide-ResNet-28-2 (section 4.4 at a CPU's scale): the first 5,000 MNIST training and
+# test images, labels redrawn at random, no augmentation, 2,000 steps (80 epochs; the MNIST schedule's drops
+# at 300/600/800), both sets evaluated every 200 steps: about 2.5 h on 2 cores, where the full training set
+# would take a day to memorise
+CPU_RANDOM_LIMIT, CPU_RANDOM_STEPS, CPU_RANDOM_EVERY = (5_000, 5_000), 2_000, 200
+
+
+def cpu_random_config(P: Params, seed: int = 0) -> RunConfig:
+    """The random-label Wide-ResNet-28-2 on a subset of MNIST that a CPU memorises (`CPU_RANDOM_LIMIT`)."""
+    return random_config(dataclasses.replace(P, wrn_depth=PAPER_WRN[0], wrn_width=CPU_WRN_WIDTHS[0],
+                                             random_limit=CPU_RANDOM_LIMIT, random_steps=CPU_RANDOM_STEPS,
+                                             eval_every=CPU_RANDOM_EVERY), "mnist", "wrn", seed)
 
 
 def gd_config(P: Params) -> RunConfig:
@@ -150,22 +184,42 @@ def main_runs(P: Params, models=None, datasets=None, seed: int = 0):
 def seed_grid(P: Params, models=None, datasets=None, kind: str = "main"):
     """{(model, dataset): the runs of its first `P.figure_runs` seeds (those there are: found, or
     trained where the profile does), or None} and the configs (seed 0's): what the figures draw
-    as mean ± sd over seeds. Like `seed_runs`, a cell never mixes a dataset with its stand-in."""
+    as mean ± sd over seeds. Like `seed_runs`, a cell never mixes a dataset with its stand-in; a
+    cell with no run shows its `stand_in_config`'s runs where they exist."""
     config = {"main": main_config, "random": random_config}[kind]
     seeds = range(min(P.figure_runs, P.n_runs) if kind == "main" else 1)
     cells = [(m, d) for d in datasets or P.datasets for m in models or P.models]
     every = [(cell, config(P, cell[1], cell[0], s)) for cell in cells for s in seeds]
     got = get_all(P, [c for _, c in every])
-    runs = {cell: _own_data([r for (c, _), r in zip(every, got) if c == cell], cell[1]) or None for cell in cells}
+    runs = {cell: _own_data([r for (c, _), r in zip(every, got) if c == cell], cell[1]) or
+            with_stand_in(P, [cfg for c, cfg in every if c == cell]) for cell in cells}
     return runs, {cell: c for cell, c in every if c.seed == 0}  # seeds start at 0
 
 
+def stand_in_config(P: Params, cfg: RunConfig) -> RunConfig | None:
+    """The CPU's run that a figure shows for a Wide-ResNet-28-10 run on MNIST where none exists: the
+    same run at width `CPU_WRN_WIDTHS[0]` (random labels: `cpu_random_config`), named by
+    `names.model_name`; else None. Never a claim's evidence (`claims` shows it as indicative)."""
+    if cfg.model != "wrn" or cfg.dataset != "mnist" or (cfg.depth, cfg.width) != PAPER_WRN:
+        return None
+    if cfg.labels == "random":
+        return cpu_random_config(P, cfg.seed)
+    return dataclasses.replace(cfg, width=CPU_WRN_WIDTHS[0])
+
+
+def with_stand_in(P: Params, cfgs: list[RunConfig]) -> list[Run] | None:
+    """The runs of the cell's configs' stand-ins that the store holds (read only), or None."""
+    stand_ins = [c for c in map(lambda c: stand_in_config(P, c), cfgs) if c is not None]
+    return [r for r in (find(P, c) for c in stand_ins) if r is not None] or None
+
+
 def random_runs(P: Params, datasets=None, model: str = "wrn", seed: int = 0):
-    """{(model, dataset): Run or None} and the configs, for the random-label runs (section 4.4)."""
+    """{(model, dataset): Run or None} and the configs, for the random-label runs (section 4.4); a
+    Wide-ResNet-28-10 missing on MNIST shown by its `stand_in_config` where that run exists."""
     runs, cfgs = {}, {}
     for d in datasets or P.datasets:
         cfgs[(model, d)] = cfg = random_config(P, d, model, seed)
-        runs[(model, d)] = get(P, cfg)
+        runs[(model, d)] = get(P, cfg) or (with_stand_in(P, [cfg]) or [None])[0]
     return runs, cfgs
 
 
@@ -184,10 +238,18 @@ def seed_runs(P: Params, model: str, dataset: str | None, kind: str = "main") ->
     return _own_data(get_all(P, cfgs), dataset)  # never the dataset mixed with its stand-in
 
 
-def grid_configs(P: Params, main: bool = True, random: bool = True, gd: bool = True) -> list[RunConfig]:
+def depth_configs(P: Params) -> list[RunConfig]:
+    """The depth-and-width chapter's CPU runs, cheapest first: Wide-ResNet-28-2 on MNIST, 3 seeds; its
+    random-label run (`cpu_random_config`); Wide-ResNet-28-4, 1 seed."""
+    return ([cpu_wrn_config(P, CPU_WRN_WIDTHS[0], s) for s in range(3)] + [cpu_random_config(P)]
+            + [cpu_wrn_config(P, CPU_WRN_WIDTHS[1], 0)])
+
+
+def grid_configs(P: Params, main: bool = True, random: bool = True, gd: bool = True,
+                 depth: bool = False) -> list[RunConfig]:
     """The book's runs for a profile: main runs (datasets x models x n_runs seeds: the spread beside
     every paper value, and Table 1's ten runs), random-label Wide-ResNet runs, and the full-batch
-    GD run; without duplicates."""
+    GD run; the depth chapter's (`depth_configs`) when asked; without duplicates."""
     cfgs = []
     if main:
         for d in P.datasets:
@@ -200,6 +262,8 @@ def grid_configs(P: Params, main: bool = True, random: bool = True, gd: bool = T
         cfgs += [random_config(P, d, "wrn") for d in P.datasets]
     if gd:
         cfgs.append(gd_config(P))
+    if depth:
+        cfgs += depth_configs(P)
     seen, out = set(), []
     for c in cfgs:
         key = c.key(__version__)
@@ -250,8 +314,6 @@ def missing_runs(P: Params):
     import pandas as pd
 
     from .claims import GPU_TFLOPS, duration, train_flops
-    from .profiles import CPU_FILL
-
     store, groups = P.store(), {}
     for cfg in grid_configs(P):
         if store.find(cfg) is None:
@@ -261,7 +323,7 @@ def missing_runs(P: Params):
     rows = [{"runs": what, "seeds": ", ".join(map(str, g["seeds"])),
              "training per run (PFLOP)": f"{g['flops'] / 1e15:,.2f}",
              f"time per run at {GPU_TFLOPS:.0f} TFLOP/s": duration(g["flops"] / rate),
-             "where": "a CPU: " + CPU_FILL.strip("`") if fits_cpu(g["cfg"]) else "a GPU",
+             "where": "a CPU: " + cpu_command(g["cfg"]).strip("`") if cpu_command(g["cfg"]) else "a GPU",
              "grid section": section(g["cfg"])} for what, g in groups.items()]
     table = pd.DataFrame(rows).set_index("runs") if rows else pd.DataFrame({"runs": ["none: every run is here"]})
     return table, sum(len(g["seeds"]) for g in groups.values()), sum(g["flops"] * len(g["seeds"]) for g in groups.values())

@@ -2,6 +2,7 @@
 
     python -m dnnknn grid --profile paper --executor slurm --partition gpu --gpus-per-job 1
     python -m dnnknn grid --profile quick --executor local
+    python -m dnnknn grid --profile paper --executor serial --sections depth --device cpu
 
 The quick profile trains under bf16 autocast on a CPU with native bf16 (`precision` "auto"), in
 fp32 on a GPU: a quick grid meant to fill a book built on such a CPU takes `--precision bf16-train`.
@@ -38,6 +39,8 @@ def submit(P: Params, configs: list[RunConfig], executor: str = "slurm", log_dir
           f"{len(missing)} to submit ({executor})", flush=True)
     if not missing:
         return []
+    if executor == "serial":  # here, one after another: each resumes from its checkpoint when run again
+        return [run_one(c.to_dict(), str(store.root.resolve()), P.data_dir) for c in missing]
     if executor == "slurm" and shutil.which("sbatch") is None:
         raise ConfigError("no Slurm on this machine (sbatch not found): submit from the cluster's login node, or "
                           "use --executor local to run the jobs here")

@@ -12,6 +12,10 @@ DATASETS = NAMED_DATASETS + (IMAGEFOLDER + "<path>",)
 # panel's title, a table's dataset, a caption): CIFAR-10 by its JPEG q75 copy, the only CIFAR-10 on
 # some machines. A run on the dataset itself always comes first (experiments.get).
 STAND_INS = {"cifar10": "cifar10-jpeg"}
+PAPER_WRN = (28, 10)  # the paper's Wide-ResNet: depth, width
+# Widths of the paper's depth that a CPU trains at MNIST's settings (about 1-1.5 h and 3 h a seed on 2 cores):
+# the first stands in for the Wide-ResNet-28-10 where no run of it exists, named as `wrn_name` names it
+CPU_WRN_WIDTHS = (2, 4)
 
 MODELS = ("mlp640", "lenet", "wrn")  # appendix A's three networks
 EMBED_DIM = 640  # the L2-normalised embedding before the last layer (MLP-640, LeNet; Wide-ResNet: 64 x width)
@@ -40,8 +44,28 @@ def name(x: str) -> str:
     return NAMES.get(x, x.replace(IMAGEFOLDER, ""))
 
 
+WIDTH_FRACTIONS = {1: "a tenth", 2: "a fifth", 4: "two fifths", 5: "half"}
+
+
+def model_name(model: str, depth: int | None = None, width: int | None = None) -> str:
+    """A network as a page names it: "Wide-ResNet" for the paper's (and the quick profile's shallow
+    one); at the paper's depth and another width, spelled out with its share of the paper's width
+    (the CPU's stand-in, `CPU_WRN_WIDTHS`)."""
+    if model != "wrn" or depth != PAPER_WRN[0] or width in (None, PAPER_WRN[1]):
+        return name(model)
+    part = WIDTH_FRACTIONS.get(width, f"{width}/{PAPER_WRN[1]}")
+    return f"Wide-ResNet-{depth}-{width} (the paper's depth, {part} of its width)"
+
+
+def run_model_name(run) -> str:
+    """`model_name` of a run's config."""
+    c = run.config
+    return model_name(c.model, c.depth, c.width)
+
+
 PROFILES = ("quick", "paper")  # the book's two sizes of every experiment (profiles.py)
-SECTIONS = ("main", "random", "gd")  # the kinds of runs a grid submits
+SECTIONS = ("main", "random", "gd", "depth")  # the kinds of runs a grid submits
+PAPER_SECTIONS = SECTIONS[:3]  # the paper's grid; "depth": the CPU's Wide-ResNets (`experiments.depth_configs`)
 
 
 def is_dataset(name) -> bool:

@@ -245,7 +245,7 @@ def judge(runs_of, model: str, dataset: str, quantity: str, st: Stated, kind: st
     kind = kind or ("random" if "random-label" in quantity else
                     "table2" if "generalisation" in quantity and step == experiments.AUTHORS_MNIST_STEP else "main")
     runs = runs_of(model, dataset, kind)
-    values = [QUANTITIES[quantity](r, step if kind in ("main", "raw") else None) for r in runs]
+    values = [QUANTITIES[quantity](r, step if kind != "random" else None) for r in runs]
     return Judged(model, dataset, quantity, st, step, runs, values, agrees(st, values), kind)
 
 

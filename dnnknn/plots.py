@@ -12,7 +12,7 @@ import textwrap
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .names import PAPER_K, PAPER_METRIC, STAND_INS, name  # noqa: F401 - plots.name: the pages' name for a model or dataset
+from .names import PAPER_K, PAPER_METRIC, STAND_INS, name, run_model_name  # noqa: F401 - plots.name: the pages' name for a model or dataset
 from .profiles import NOT_RUN
 
 DNN, KNN, MC, ME = "black", "tab:red", "tab:blue", "tab:red"
@@ -58,7 +58,7 @@ def grid(rows, cols, panel, runs: dict, height=2.6, width=None, sharey=True, leg
     `missing(row, col)` (e.g. `report.missing_text`) what would fill it. A panel's title names its
     data, network and seeds. width: of a panel, by default such that the figure fills the book's
     width (7 in), with at least 2.3 in per panel; title(row, col): the title's first part
-    (default "column — row")."""
+    (default "column — row", also where it returns None)."""
     theme()
     width = width or max(2.3, 7.0 / len(cols))
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(width * len(cols), height * len(rows)),
@@ -79,7 +79,8 @@ def grid(rows, cols, panel, runs: dict, height=2.6, width=None, sharey=True, leg
                 panel(ax, runs[(r, c)], r, c)
             stood_in = cell and isinstance(c, str) and STAND_INS.get(c) == cell[0].config.dataset
             col = name(cell[0].config.dataset if stood_in else c)  # a stand-in's panel names the copy
-            text = title(r, c) if title else f"{col} — {name(r)}" if isinstance(r, str) else col
+            row = run_model_name(cell[0]) if cell and r == "wrn" else name(r) if isinstance(r, str) else r
+            text = (title and title(r, c)) or (f"{col} — {row}" if isinstance(r, str) else col)
             text += f" ({seeds_text(cell)})" if cell else ""
             ax.set_title(textwrap.fill(text, int(11 * width)), fontsize=10)  # ~11 characters an inch
     if legend:
@@ -185,9 +186,14 @@ def split_rows(runs: dict, model: str, datasets, panel_for, splits=("train", "te
     """Figure 8's layout: a row per split (training, test set), a column per dataset, the panel
     `panel_for(split)` of `runs[(model, dataset)]` in each."""
     panels = {split: panel_for(split) for split in splits}
+
+    def title(split, d):  # a network other than the paper's named (experiments.stand_in_config)
+        cell = as_runs(runs.get((model, d)))
+        net = run_model_name(cell[0]) if cell else name(model)
+        return f"{name(d)} — {split} — {net}" if net != name(model) else None
     return grid(list(splits), list(datasets), lambda ax, rs, split, d: panels[split](ax, rs),
                 {(split, d): runs[(model, d)] for split in splits for d in datasets},
-                missing=missing and (lambda split, d: missing(model, d)))
+                missing=missing and (lambda split, d: missing(model, d)), title=title)
 
 
 def placeholder(text: str, height: float = 1.0):
@@ -238,3 +244,54 @@ def distance_figure(distances: dict, title: str, metric: str = PAPER_METRIC):
 def split_panel(factory, **kw):
     """split -> factory(split, **kw): a panel per split for `split_rows` (e.g. `mc_me_panel`)."""
     return lambda split: factory(split, **kw)
+
+
+def _short(network: str) -> str:
+    """A legend's name for a network: 'Wide-ResNet-28-2', without what the tables add after it."""
+    return network.split(" (")[0]
+
+
+def depth_figure(measures: pd.DataFrame):
+    """The depth chapter's first figure (`depth.measures`): each quantity's mean ± sd over seeds at the
+    last step against the network's parameters, one marker per network; a placeholder without runs."""
+    if measures.empty:
+        return placeholder("No run of these networks is here.")
+    theme()
+    qs = list(dict.fromkeys(measures.quantity))
+    fig, axes = plt.subplots(1, max(1, len(qs)), figsize=(7.0, 2.6), squeeze=False)
+    nets = list(dict.fromkeys(measures.network))
+    colours = dict(zip(nets, plt.get_cmap("viridis")([i / max(1, len(nets) - 1) for i in range(len(nets))])))
+    for ax, q in zip(axes[0], qs):
+        for _, row in measures[measures.quantity == q].iterrows():
+            ax.errorbar(row["parameters"], row["mean"], yerr=0 if pd.isna(row["std"]) else row["std"], fmt="o",
+                        color=colours[row.network], capsize=3, label=f"{_short(row.network)} (n={row.n})")
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_title(q, fontsize=10)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0, 1, 0.85))
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 3), frameon=False, fontsize=8)
+    return fig
+
+
+def p_same_by_network(curves: pd.DataFrame):
+    """The depth chapter's second figure (`depth.p_same_curves`): test P_SAME along training, a line per
+    network (mean ± sd over its seeds); a placeholder without runs."""
+    if curves.empty:
+        return placeholder("No run of these networks is here.")
+    theme()
+    fig, (full, late) = plt.subplots(1, 2, figsize=(7.0, 2.8))
+    nets = list(dict.fromkeys(curves.network))
+    colours = dict(zip(nets, plt.get_cmap("plasma")([i / max(1, len(nets)) for i in range(len(nets))])))
+    for ax in (full, late):
+        for net in nets:
+            t = curves[curves.network == net]
+            line(ax, t if ax is full else t[t.step > 0], "P_SAME", colours[net], f"{_short(net)} (n={t.seed.nunique()})")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("P_SAME (test set)")
+    full.set_title("from step 0", fontsize=10)
+    late.set_title("after step 0 (zoomed)", fontsize=10)
+    handles, labels = full.get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0, 1, 0.85))
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 3), frameon=False, fontsize=8)
+    return fig

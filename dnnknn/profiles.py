@@ -24,7 +24,8 @@ from pathlib import Path
 
 from .config import RunConfig, eval_schedule
 from .errors import ConfigError
-from .names import DATASETS, METRICS, MODELS, PRECISIONS, PROFILES, WRN_DEPTH_RULE, is_dataset, wrn_depth_ok
+from .names import (CPU_WRN_WIDTHS, DATASETS, METRICS, MODELS, PAPER_WRN, PRECISIONS, PROFILES, WRN_DEPTH_RULE, is_dataset,
+                    wrn_depth_ok)
 from .runs import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +55,21 @@ LEGACY_VARIANT = "schedule at 30/60/80% of the steps, grey crop border (dnnknn 0
 NOT_RUN = "not run here"
 CPU_FILL = ("`python -m dnnknn grid --profile paper --executor local --datasets mnist --models mlp640 lenet "
             "--sections main gd --device cpu`")  # trains what fits a CPU
+
+
+# trains the depth chapter's Wide-ResNets one after another (about 75 min a seed of the -28-2 on 2 cores)
+DEPTH_FILL = "`python -m dnnknn grid --profile paper --executor serial --sections depth --device cpu`"
+
+
+def is_depth_run(cfg: RunConfig) -> bool:
+    """A run of the depth chapter: the Wide-ResNet at the paper's depth and a CPU's width."""
+    r = cfg.resolve()
+    return r.model == "wrn" and r.depth == PAPER_WRN[0] and r.width in CPU_WRN_WIDTHS
+
+
+def cpu_command(cfg: RunConfig) -> str | None:
+    """The command (Markdown) that trains `cfg` on a CPU, None where it needs a GPU."""
+    return CPU_FILL if fits_cpu(cfg) else DEPTH_FILL if is_depth_run(cfg) else None
 
 
 def fits_cpu(cfg: RunConfig) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .experiments import dataset_name, section
-from .profiles import CPU_FILL, NOT_RUN, TABLE1_KS, Params, fits_cpu
+from .profiles import NOT_RUN, TABLE1_KS, Params, cpu_command
 from .names import PAPER_K, PAPER_METRIC
 from .metrics import spread  # noqa: F401 - report.spread: the pages' mean ± std over runs
 
@@ -73,7 +73,7 @@ def gpu_command(P: Params, cfgs) -> str:
 
 def how_to_fill(P: Params, cfg: RunConfig) -> str:
     """One line: 'not run here' and which command or device would fill the cell."""
-    how = f"a CPU trains it: {CPU_FILL}" if fits_cpu(cfg) else f"needs a GPU: {gpu_command(P, [cfg])}"
+    how = f"a CPU trains it: {cpu_command(cfg)}" if cpu_command(cfg) else f"needs a GPU: {gpu_command(P, [cfg])}"
     return f"{NOT_RUN} ({how})"
 
 
@@ -111,6 +111,7 @@ def sources(P: Params, runs: dict, cfgs: dict) -> str:
     got = {key: as_runs(runs[key]) for key in cfgs}
     done = [describe(P, got[key], cfgs[key]) for key in cfgs if got[key]]
     missing = [cfgs[key] for key in cfgs if not got[key]]
+    from .names import run_model_name
     text = ". ".join(done) + ("." if done else "")
     stood_in = {(cfgs[key].dataset, got[key][0].config.dataset) for key in cfgs
                 if got[key] and got[key][0].config.dataset != cfgs[key].dataset}
@@ -118,13 +119,19 @@ def sources(P: Params, runs: dict, cfgs: dict) -> str:
         text += (f" {name(asked)} itself was not run here; where a run on {name(copy)} exists, its panel or "
                  f"cell shows that run, named as the copy: read it beside the paper's {name(asked)} values as a "
                  f"run on different images.")
+    narrower = sorted({run_model_name(got[key][0]) for key in cfgs if got[key] and
+                       (got[key][0].config.width or 0) != (cfgs[key].resolve().width or 0)})
+    for net in narrower:  # experiments.stand_in_config
+        text += (f" The paper's Wide-ResNet-28-10 was not run here; its panels and cells show the {net} in its "
+                 f"place, named as such: indicative of the deep network's behaviour, not the paper's network. "
+                 f"Its depth-and-width chapter sets it beside the other networks.")
     if missing:
-        gpu = [c for c in missing if not fits_cpu(c)]
+        gpu = [c for c in missing if not cpu_command(c)]
         text += f" Not run here: {'; '.join(c.label() for c in missing)}."
         if gpu:
             text += f" They need a GPU: {gpu_command(P, gpu)} ({{doc}}`how <{MISSING_PAGE}>`)."
         if len(gpu) < len(missing):
-            text += f" A CPU trains the others: {CPU_FILL}."
+            text += f" A CPU trains the others: {' and '.join(dict.fromkeys(cpu_command(c) for c in missing if cpu_command(c)))}."
     return text.strip()
 
 
@@ -337,3 +344,21 @@ def seeds_count_text(counts: dict) -> str:
     """'MLP-640 3, LeNet 3': runs per network."""
     from .plots import name
     return ", ".join(f"{name(m)} {n}" for m, n in counts.items())
+
+
+def depth_text(measures: "pd.DataFrame", leaders: dict) -> str:
+    """Markdown for the depth chapter (`depth.measures`, `depth.leaders`): the order of the networks' means
+    for each quantity, and which leads P_SAME early and at the end."""
+    from .plots import _short
+    if measures.empty:
+        return "No run of these networks is here."
+    lines = []
+    for q, t in measures.groupby("quantity", sort=False):
+        order = t.sort_values("mean", ascending=False)
+        lines.append(f"- {q}, highest first: " + ", ".join(
+            f"{_short(r.network)} {r['mean']:.{2 if 'points' in q else 4}f}" for _, r in order.iterrows()) + ".")
+    for when, v in leaders.items():
+        means = ", ".join(f"{_short(n)} {m:.4f}" for n, m in v["means"].items())
+        lines.append(f"- P_SAME {'at the first evaluation after step 0' if when == 'early' else 'at the last step'} "
+                     f"(step {v['step']:,}): {_short(v['leader'])} leads ({means}).")
+    return "\n".join(lines)

@@ -9,9 +9,10 @@ from .names import name
 from .report import fmt_spread
 
 
-def setting_name(setting, data: str | None = None) -> str:
+def setting_name(setting, data: str | None = None, wrn: str | None = None) -> str:
+    """'LeNet on MNIST'; `wrn`: the name of the network standing in for the Wide-ResNet."""
     m, d = setting
-    return f"{name(m)} on {name(data or d)}"
+    return f"{wrn if wrn and m == 'wrn' else name(m)} on {name(data or d)}"
 
 
 def _settings(settings) -> str:
@@ -28,9 +29,9 @@ def values_text(c: Check) -> str:
     return f"{vals} ({len(c.runs)} run{'s' * (len(c.runs) != 1)})"
 
 
-def ours(c: Check, quantity: bool = False) -> str:
+def ours(c: Check, quantity: bool = False, wrn: str | None = None) -> str:
     """'LeNet on MNIST: 0.18 ± 0.05 (n=3) at step 500'; with `quantity`, the quantity named first."""
-    where = " and ".join(setting_name(s, c.data.get(s)) for s in c.settings) if c.settings else "the quick profile"
+    where = " and ".join(setting_name(s, c.data.get(s), wrn) for s in c.settings) if c.settings else "the quick profile"
     at = f" at step {c.step:,}" if c.step is not None else ""
     return f"{where}: {c.quantity + ' ' if quantity else ''}{values_text(c)}{at}"
 
@@ -46,8 +47,21 @@ def summary(claims: list) -> pd.DataFrame:
     rows = [{"#": i + 1, "claim": cl.text, "where in the paper": cl.where, "the paper's value": cl.paper,
              "ours (mean ± std, n)": "; ".join(ours(c, len({c.quantity for c in cl.checks}) > 1)
                                                 for c in cl.checks if c.values or c.layers) or "—",
-             "settings run / claimed": settings_column(cl), "verdict": cl.verdict} for i, cl in enumerate(claims)]
+             "settings run / claimed": settings_column(cl), "verdict": cl.verdict,
+             INDICATIVE_COLUMN: indicative_cell(cl)} for i, cl in enumerate(claims)]
     return pd.DataFrame(rows).set_index("#")
+
+
+INDICATIVE_COLUMN = "indicative only: a CPU's Wide-ResNet in the paper's place"
+
+
+def indicative_cell(cl: Claim) -> str:
+    """The summary's last column: how the claim fares with the stand-in network, or '—'."""
+    word = cl.indicative_verdict()
+    if word is None:
+        return "—"
+    where = sorted({name(d) for c in cl.indicative for m, d in c.settings if m == "wrn"})
+    return f"{word} on {', '.join(where)} ({cl.indicative_name.split(' (')[0]})"
 
 
 def counts(claims: list) -> dict[str, int]:
@@ -61,12 +75,12 @@ def counts_text(claims: list) -> str:
     return ", ".join(f"{n} {v}" for v, n in counts(claims).items())
 
 
-def check_sentence(c: Check) -> str:
+def check_sentence(c: Check, wrn: str | None = None) -> str:
     if c.held is None:
         return f"{_settings(c.settings)}: not run here"
     verdict = "holds" if c.held else "does not hold"
     how = f" ({paper.diff_text(c.diff, c.tol, c.digits)})" if c.tol is not None else ""
-    return f"{ours(c)}, {c.quantity}, against {c.paper}: {verdict}{how}"
+    return f"{ours(c, wrn=wrn)}, {c.quantity}, against {c.paper}: {verdict}{how}"
 
 
 def _spread(values, digits=2) -> str:
@@ -130,7 +144,24 @@ def _table2_flipped(v) -> str:
             f"the verdict above uses test − train, as the code has since 48646ef.")
 
 
+def _depth_measures(v) -> str:
+    by_q = {}
+    for r in v["rows"]:
+        by_q.setdefault(r["quantity"], []).append(f"{r['network'].split(' (')[0]} {r['mean']:.4f} (n={r['n']})")
+    return ("The depth-and-width chapter's networks on MNIST at the last step, the Wide-ResNets at the paper's "
+            "depth and a CPU's widths (not the paper's network): " + "; ".join(f"{q}: {', '.join(x)}" for q, x in by_q.items()) + ".")
+
+
+def _depth_leaders(v) -> str:
+    parts = [f"{'at the first evaluation after step 0' if w == 'early' else 'at the last step'} (step {x['step']:,}) "
+             f"{x['leader'].split(' (')[0]} leads (" + ", ".join(f"{n.split(' (')[0]} {p:.4f}" for n, p in x["means"].items()) + ")"
+             for w, x in v.items()]
+    return "The depth-and-width chapter's test P_SAME on MNIST, mean over seeds: " + "; ".join(parts) + "."
+
+
 FACTS = {  # a Fact's kind -> its sentence
+    "depth_measures": _depth_measures,
+    "depth_leaders": _depth_leaders,
     "table2_flipped": _table2_flipped,
     "raw_vs_standardised": _raw_vs_standardised,
     "raw_pending": lambda v: (f"The run as the authors trained the paper's CIFAR-10 LeNet, on raw pixels "
@@ -163,6 +194,11 @@ def details(claims: list) -> str:
                  f"{settings_column(cl)} settings run.", "", f"- Test: {cl.test}."]
         lines += [f"- {check_sentence(c)}." for c in cl.checks if c.held is not None]  # the rest: the not_run fact
         lines += [f"- {fact_sentence(f)}" for f in cl.facts]
+        if cl.indicative:
+            lines.append(f"- Indicative only, not counted in the verdict: the same test with the {cl.indicative_name} in "
+                         f"the paper's Wide-ResNet-28-10's place, where that network was not run here, "
+                         f"**{cl.indicative_verdict()}**:")
+            lines += [f"  - {check_sentence(c, cl.indicative_name)}." for c in cl.indicative]
         if cl.why:
             lines.append(f"- Why: {cl.why}")
         out.append("\n".join(lines))

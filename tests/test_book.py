@@ -20,7 +20,7 @@ TINY = {"steps": 10, "eval_every": 5, "n_runs": 1, "random_steps": 10, "random_l
 
 def test_source_notebooks_have_no_outputs_and_a_parameters_cell():
     sources = sorted((ROOT / "notebooks").glob("*.ipynb"))
-    assert len(sources) == 13
+    assert len(sources) == 14
     for path in sources:
         nb = nbformat.read(path, as_version=4)
         assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells), path

@@ -184,7 +184,8 @@ def test_every_claim_renders_without_runs():
     assert all(cl.verdict == claims.NOT_RUN for cl in cls)
     assert set(verdict.counts(cls)) == set(claims.VERDICTS) and verdict.details(cls)
     assert list(verdict.summary(cls).columns) == ["claim", "where in the paper", "the paper's value",
-                                                  "ours (mean ± std, n)", "settings run / claimed", "verdict"]
+                                                  "ours (mean ± std, n)", "settings run / claimed", "verdict",
+                                                  verdict.INDICATIVE_COLUMN]
 
 
 def test_training_flops_are_counted_not_guessed():
@@ -253,3 +254,40 @@ def test_quick_numbers_are_read_without_the_paper_profile():
     ev = Evidence.of({}, quick={("wrn", "mnist5k", "random"): q})
     facts = claims.random_train_accuracy(ev).facts
     assert [f.values["values"] for f in facts if f.kind == "indicative"] == [pytest.approx([100.0, 100.0])]
+
+
+def test_the_cpu_wide_resnet_is_indicative_beside_a_verdict_it_never_changes():
+    lenet = [FakeRun({0: (0.1, 0.8), 100: (0.97, 0.98), 500: (0.99, 0.99), 1000: (0.99, 0.985)}, model="lenet",
+                     layers={"conv1": 0.9, "embedding": 0.985})]
+    layers = {"init_conv": 0.5, "unit_3_3": 0.9, "embedding": 0.995}
+    wrn = [FakeRun({0: (0.1, 0.8), 100: (0.5, 0.9), 500: (0.99, 0.99), 1000: (0.995, 0.995)}, model="wrn", layers=layers)]
+    stand_in = {("lenet", "mnist", "main"): lenet, ("wrn-28-2", "mnist", "main"): wrn}
+    judged = {cl.text: cl for cl in claims.judge_all(Evidence.of(stand_in))}
+    late = judged[claims.lenet_early_wrn_late(Evidence.of({})).text]
+    assert late.verdict == claims.NOT_RUN  # the Wide-ResNet-28-10 was not run: the stand-in does not count
+    assert late.indicative_verdict() == "holds" and late.indicative[0].settings == (("lenet", "mnist"), ("wrn", "mnist"))
+    assert late.indicative_name.startswith("Wide-ResNet-28-2 (the paper's depth, a fifth of its width)")
+    assert all(not cl.indicative for cl in judged.values() if not any(m == "wrn" for m, _ in cl.settings))
+    # where the Wide-ResNet-28-10 itself was run, its own runs decide and no indicative check is added
+    own = claims.judge_all(Evidence.of({**stand_in, ("wrn", "mnist", "main"): wrn}))
+    late_own = [cl for cl in own if cl.text == late.text][0]
+    assert late_own.verdict == claims.HOLDS and late_own.indicative == []
+    # and the stand-in fails where its runs do
+    early = [FakeRun({0: (0.1, 0.8), 100: (0.99, 0.99), 500: (0.99, 0.99), 1000: (0.98, 0.98)}, model="wrn",
+                     layers=layers)]
+    bad = [cl for cl in claims.judge_all(Evidence.of({**stand_in, ("wrn-28-2", "mnist", "main"): early}))
+           if cl.text == late.text][0]
+    assert bad.indicative_verdict() == "does not hold" and bad.verdict == claims.NOT_RUN
+
+
+def test_the_wide_resnets_table2_row_is_its_main_run_at_step_500():
+    from dnnknn import experiments, profiles
+    P = profiles.Params.from_notebook(profile="paper")
+    main = experiments.main_config(P, "mnist", "wrn")
+    assert experiments.table2_config(P, "mnist", "wrn") == main and main.resolve().train_eval_steps == (500, 1000)
+    assert experiments.main_config(P, "mnist", "lenet").resolve().train_eval_steps == (1000,)  # keys unchanged
+    wrn = [FakeRun({0: (0.1, 0.8), 500: (0.98, 0.97), 1000: (0.99, 0.99)}, model="wrn", key=f"w{s}", seed=s,
+                   train={500: (0.99, 0.985), 1000: (1.0, 1.0)}) for s in range(3)]
+    cl = claims.table2_values(Evidence.of({("wrn", "mnist", "table2"): wrn}))
+    cells = [c for c in cl.checks if c.settings == (("wrn", "mnist"),)]
+    assert [c.values for c in cells] == [pytest.approx([1.0] * 3), pytest.approx([1.5] * 3)]  # step 500, not 1,000

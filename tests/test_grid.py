@@ -41,3 +41,25 @@ def test_grid_precision_matches_the_book_it_feeds(tmp_path, monkeypatch, capsys)
     for extra, label in (([], "SGD 300 steps, seed 0"), (["--precision", "bf16-train"], "SGD 300 steps, bf16-train, seed 0")):
         assert main([*base, *extra]) == 0
         assert capsys.readouterr().out.strip() == f"missing mlp640 on mnist5k, {label}"
+
+
+def test_serial_grid_trains_here_one_run_after_another(tmp_path):
+    args = [*ARGS, "--runs-dir", tmp_path / "runs", "--log-dir", tmp_path / "logs"]
+    args[args.index("local")] = "serial"
+    r = run_cli(args, env={"TQDM_DISABLE": "1"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 to submit (serial)" in r.stdout and "job " not in r.stdout
+    assert len(list((tmp_path / "runs").glob("*/measures.csv"))) == 2
+    assert not (tmp_path / "logs").exists()  # no submitit here
+
+
+def test_the_depth_section_lists_the_cpu_wide_resnets(tmp_path, capsys):
+    from dnnknn.cli import main
+    assert main(["grid", "--profile", "paper", "--sections", "depth", "--runs-dir", str(tmp_path), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(" ", 1)[0] for line in lines] == ["missing"] * 5
+    assert sum("wrn-28-2 on mnist, SGD 1000 steps, seed" in line for line in lines) == 3
+    assert sum("wrn-28-2 on mnist random labels, SGD 2000 steps" in line for line in lines) == 1
+    assert sum("wrn-28-4 on mnist, SGD 1000 steps, seed 0" in line for line in lines) == 1
+    assert main(["grid", "--profile", "paper", "--runs-dir", str(tmp_path), "--dry-run"]) == 0
+    assert "wrn-28-2" not in capsys.readouterr().out  # the paper's grid by default

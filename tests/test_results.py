@@ -132,3 +132,21 @@ def test_the_raw_pixel_run_stands_in_for_cifar10_where_only_its_copy_was_run():
         pytest.skip("the raw-pixel LeNet run is not in results/")
     assert [r.config.pixels for r in raw] == ["raw"] and [r.config.pixels for r in std] == ["standardised"] * len(std)
     assert raw[0].config.dataset == std[0].config.dataset and raw[0].config.steps == 50_000
+
+
+def test_the_cpu_wide_resnet_stands_in_on_the_figures_named_as_itself():
+    """The Wide-ResNet-28-2 (issue 35's runs) fills the Wide-ResNet-28-10's empty MNIST panels, named as itself
+    in the title and the caption, and never becomes the paper network's runs that the claims judge."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from dnnknn import experiments, plots, report
+    full = _paper_profile()
+    runs, cfgs = experiments.seed_grid(full, models=["wrn"], datasets=["mnist"])
+    got = runs[("wrn", "mnist")]
+    if not got:
+        pytest.skip("no Wide-ResNet-28-2 run in results/")
+    assert {(r.config.depth, r.config.width) for r in got} == {(28, 2)} and cfgs[("wrn", "mnist")].width == 10
+    assert experiments.seed_runs(full, "wrn", "mnist") == []  # the claims' own evidence stays empty
+    fig = plots.grid(["wrn"], ["mnist"], plots.accuracy_panel(), runs)
+    assert "Wide-ResNet-28-2 (the paper's depth, a fifth of its width)" in " ".join(fig.axes[0].get_title().split())
+    assert "Wide-ResNet-28-2 (the paper's depth, a fifth of its width) in its place" in report.sources(full, runs, cfgs)
