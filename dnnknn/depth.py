@@ -124,3 +124,19 @@ def leaders(curves: pd.DataFrame) -> dict:
         means = curves[curves.step == step[0]].groupby("network", sort=False).P_SAME.mean()
         out[when] = {"step": int(step[0]), "leader": str(means.idxmax()), "means": means.to_dict()}
     return out
+
+
+def costs(P: Params) -> pd.DataFrame:
+    """The depth section's runs (`experiments.depth_configs`): whether each is here, and the wall time a run
+    of its setting took where one is (training and evaluation, on the machine its record names)."""
+    full = P.as_profile("paper", train_missing=False)
+    cfgs = experiments.depth_configs(full)
+    found = [experiments.find(full, c) for c in cfgs]
+    rows = []
+    for c, run in zip(cfgs, found):
+        same = [r for r, o in zip(found, cfgs) if r is not None and o.setting() == c.setting()]
+        rows.append({"run": c.label(), "here": "yes" if run is not None else "no",
+                     "measured hours a run": (f"{np.mean([r.meta['wall_time_s'] for r in same]) / 3600:.2f} "
+                                              f"(n={len(same)})" if same else "not measured yet"),
+                     "on": ", ".join(dict.fromkeys(r.meta["device_name"] for r in same)) or "—"})
+    return pd.DataFrame(rows).set_index("run")

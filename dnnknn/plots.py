@@ -149,6 +149,8 @@ def layers_panel(ks=(1, 5, 30, 100), metric=PAPER_METRIC, authors: bool = True, 
         lasts = [r.last_step(split="test", metric=metric, pca=0).assign(seed=r.config.seed) for r in rs]
         order = [layer for layer in c.probe_layers if layer in set(lasts[0].layer)]
         theirs, their_dnn = paper.figure2(model, dataset) if authors else (None, None)
+        other = run_model_name(rs[0]) != name(model)  # a stand-in network: the rings are the paper's network's
+        rings = "the authors' values (rings" + (f", their {name(model)}-28-10)" if other else ")")
         first = probing.input_knn(c.dataset, tuple(ks), metric, c.pixels, c.limit) if inputs else None
         axis = (["input"] if first or theirs is not None else []) + order
         x = {layer: i for i, layer in enumerate(axis)}
@@ -164,7 +166,7 @@ def layers_panel(ks=(1, 5, 30, 100), metric=PAPER_METRIC, authors: bool = True, 
             if theirs is not None:
                 th = theirs[(theirs.k == k) & theirs.layer.isin(list(x))]
                 ax.plot([x[a] for a in th.layer], th.knn_acc, "o", mfc="none", color=LAYER_K_COLOURS.get(k), ms=6,
-                        label="the authors' values (rings)" if k == ks[0] else None)
+                        label=rings if k == ks[0] else None)
         ax.axhline(100 * sum(last.dnn_acc.iloc[0] for last in lasts) / len(lasts), color=DNN, ls="--", label="DNN")
         if their_dnn is not None:
             ax.axhline(their_dnn, color="grey", ls=":", label="the authors' DNN")
