@@ -91,11 +91,8 @@ class Claim:
     indicative_name: str = ""
 
     def indicative_verdict(self) -> str | None:
-        """'holds', 'partly' or 'does not hold' over the indicative checks' settings; None without any."""
-        held = {}
-        for c in self.indicative:
-            for s in (s for s in c.settings if s[0] == "wrn"):
-                held[s] = held.get(s, True) and c.held
+        """'holds', 'partly' or 'does not hold' over the indicative checks' Wide-ResNet settings; None without any."""
+        held = {s: h for s, h in dataclasses.replace(self, checks=self.indicative).setting_held().items() if s[0] == "wrn"}
         if not held:
             return None
         return "holds" if all(held.values()) else "does not hold" if not any(held.values()) else "partly"
@@ -170,23 +167,18 @@ class Evidence:
 
 
 class StandInEvidence(Evidence):
-    """`ev` with the Wide-ResNet of width `width` at the paper's depth (`experiments.stand_in_config`) in
-    the place of the paper's Wide-ResNet-28-10: the same runs of the other networks, read once for both."""
+    """`ev` with the CPU's Wide-ResNet in the place of the paper's where that was not run
+    (`experiments.stand_in_config`: MNIST only); the same runs of the other networks, read once for both."""
+    KEY = f"wrn-{PAPER_WRN[0]}-{CPU_WRN_WIDTHS[0]}"  # its runs' key in the cache (`Evidence.of` in tests)
 
-    def __init__(self, ev: Evidence, width: int):
-        self.quick, self._cache, self.width = ev.quick, ev._cache, width
-        self.full = ev.full if ev.full is None else dataclasses.replace(ev.full, wrn_depth=PAPER_WRN[0], wrn_width=width)
-        self._base = ev
+    def __init__(self, ev: Evidence):
+        self.quick, self.full, self._cache, self._base = ev.quick, ev.full, ev._cache, ev
 
     def runs(self, model: str, dataset: str, kind: str = "main") -> list:
         if model != "wrn":
             return self._base.runs(model, dataset, kind)
-        return self._get(("full", f"wrn-{PAPER_WRN[0]}-{self.width}", dataset, kind), lambda: self._load(dataset, kind))
-
-    def _load(self, dataset: str, kind: str) -> list:
-        if kind != "random":
-            return experiments.seed_runs(self.full, "wrn", dataset, kind)
-        return experiments.with_stand_in(self.full, [experiments.random_config(self._base.full, dataset, "wrn")]) or []
+        return self._get(("full", self.KEY, dataset, kind), lambda: experiments.with_stand_in(
+            self.full, experiments.seed_configs(self.full, "wrn", dataset, kind)) or [])
 
 
 CLAIMS = []
@@ -562,7 +554,7 @@ def depth_fact(ev: Evidence, leaders: bool = False) -> list:
     """The depth-and-width chapter's data (`depth`) for a depth claim, where more than two networks were run:
     MC and ME of each, or (leaders) which network leads P_SAME early and at the end."""
     from . import depth
-    nets = ev._get(("depth",), lambda: depth.networks(ev.full) if ev.full is not None else [])
+    nets = ev._get(("full", "depth"), lambda: depth.networks(ev.full))
     if sum(bool(n.runs) for n in nets) < 3:
         return []
     if leaders:
@@ -744,16 +736,26 @@ def evaluate(quick, full) -> list[Claim]:
     return judge_all(Evidence(quick, full))
 
 
+def _on_subset(c: Check, ev: StandInEvidence) -> Check:
+    """The check with a stand-in run on a subset (random labels) named by it: 'MNIST, first 5,000 ...'."""
+    runs = {r.key: r for k, rs in ev._cache.items() if k[:2] == ("full", ev.KEY) for r in rs or []}
+    for s in c.settings:
+        sub = [runs[key] for key in c.runs if key in runs and runs[key].config.limit and runs[key].config.dataset == s[1]]
+        if s[0] == "wrn" and sub:
+            c.data[s] = name(s[1]) + experiments.subset_text(sub[0])
+    return c
+
+
 def judge_all(ev: Evidence) -> list[Claim]:
     """`evaluate` on given evidence (tests: `Evidence.of`, the stand-in's runs under ("wrn-28-2", dataset, kind))."""
-    cpu = StandInEvidence(ev, CPU_WRN_WIDTHS[0])
+    cpu = StandInEvidence(ev)
     out = []
     for fn in CLAIMS:
         cl = fn(ev)
         run_here = cl.setting_held()
         wanted = {s for s in cl.settings if s[0] == "wrn" and s not in run_here}
         if wanted:
-            cl.indicative = [c for c in fn(cpu).checks if c.held is not None and wanted & set(c.settings)]
+            cl.indicative = [_on_subset(c, cpu) for c in fn(cpu).checks if c.held is not None and wanted & set(c.settings)]
             cl.indicative_name = model_name("wrn", PAPER_WRN[0], CPU_WRN_WIDTHS[0])
         out.append(cl)
     return out

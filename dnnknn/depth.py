@@ -118,6 +118,8 @@ def leaders(curves: pd.DataFrame) -> dict:
     """Section 5's statement as data: the network with the highest mean test P_SAME at the first
     evaluation after step 0 and at the last, with every network's mean there."""
     out = {}
+    if curves.empty:
+        return out
     for when, step in (("early", sorted(s for s in curves.step.unique() if s > 0)[:1]), ("last", [curves.step.max()])):
         if not step:
             continue

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from . import __version__
-from .names import CPU_WRN_WIDTHS, PAPER_WRN, STAND_INS  # noqa: F401 - CPU_WRN_WIDTHS for the pages
+from .names import CPU_WRN_WIDTHS, PAPER_WRN, STAND_INS, name, run_model_name
 from .config import CIFAR_SCHEDULE, RunConfig, eval_schedule
 from .profiles import ALL_KS, NEIGHBOUR_IMAGES, Params, cpu_command, fits_cpu, is_depth_run
 from .runs import Run
@@ -86,7 +86,7 @@ def legacy_config(P: Params, dataset: str, model: str, seed: int = 0) -> RunConf
     standardised image's mean grey, every space searched at every evaluation."""
     steps = P.steps_for(dataset)
     return dataclasses.replace(main_config(P, dataset, model, seed), pad_fill="zero", full_eval_steps=None,
-                               neighbour_images=0, train_full=True,
+                               neighbour_images=0, train_full=True, train_eval_steps=(steps,),
                                lr_milestones=tuple(int(steps * f) for f in CIFAR_SCHEDULE))
 
 
@@ -176,6 +176,20 @@ def dataset_name(dataset: str, runs) -> str:
     return name(trained[0] if trained else dataset)
 
 
+def network_name(model: str, runs) -> str:
+    """The network's name as a figure or table shows it: that of the network the runs trained (a
+    stand-in's, e.g. 'Wide-ResNet-28-2 (the paper's depth, a fifth of its width)'), the asked one's without runs."""
+    from .plots import as_runs
+    trained = as_runs(runs)
+    return run_model_name(trained[0]) if trained else name(model)
+
+
+def subset_text(run) -> str:
+    """', first 5,000 training and 5,000 test images, 2,000 steps' for a run on a subset; '' otherwise."""
+    c = run.config
+    return f", first {c.limit[0]:,} training and {c.limit[1]:,} test images, {c.steps:,} steps" if c.limit else ""
+
+
 def main_runs(P: Params, models=None, datasets=None, seed: int = 0):
     """{(model, dataset): Run or None} and the configs, for the shared main runs."""
     cfgs = {(m, d): main_config(P, d, m, seed) for d in datasets or P.datasets for m in models or P.models}
@@ -224,16 +238,21 @@ def random_runs(P: Params, datasets=None, model: str = "wrn", seed: int = 0):
     return runs, cfgs
 
 
+def seed_configs(P: Params, model: str, dataset: str, kind: str = "main") -> list[RunConfig]:
+    """The configs `seed_runs` looks for: seeds 0 .. P.n_runs - 1 (random labels: seed 0)."""
+    seeds = range(P.n_runs) if kind in ("main", "legacy", "table2") else range(1)
+    config = {"main": main_config, "legacy": legacy_config, "random": random_config, "table2": table2_config,
+              "raw": raw_pixels_config}[kind]
+    return [config(P, dataset, model, s) for s in seeds]
+
+
 def seed_runs(P: Params, model: str, dataset: str | None, kind: str = "main") -> list:
     """The runs of (model, dataset) over seeds 0 .. P.n_runs - 1 that the store holds (or that the
     profile trains now); random-label runs use seed 0 only. kind "legacy": the main runs as
     dnnknn 0.2 made them (`legacy_config`), read only."""
     if dataset is None:
         return []
-    seeds = range(P.n_runs) if kind in ("main", "legacy", "table2") else range(1)
-    config = {"main": main_config, "legacy": legacy_config, "random": random_config, "table2": table2_config,
-              "raw": raw_pixels_config}[kind]
-    cfgs = [config(P, dataset, model, s) for s in seeds]
+    cfgs = seed_configs(P, model, dataset, kind)
     if kind in ("legacy", "raw"):  # read only: never trained by a page
         return _own_data([find(P, c) for c in cfgs], dataset)
     return _own_data(get_all(P, cfgs), dataset)  # never the dataset mixed with its stand-in

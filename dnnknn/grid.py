@@ -31,8 +31,6 @@ def run_one(cfg: dict, runs_dir: str, data_dir: str | None) -> str:
 def submit(P: Params, configs: list[RunConfig], executor: str = "slurm", log_dir: str | None = None,
            partition: str | None = None, gpus_per_job: int = 1, cpus_per_job: int = 8,
            timeout_min: int = 24 * 60, wait: bool = True) -> list:
-    import submitit
-
     store = P.store()
     missing = [c for c in configs if store.find(c) is None]
     print(f"{len(configs)} runs in the grid, {len(configs) - len(missing)} already in the store, "
@@ -41,6 +39,8 @@ def submit(P: Params, configs: list[RunConfig], executor: str = "slurm", log_dir
         return []
     if executor == "serial":  # here, one after another: each resumes from its checkpoint when run again
         return [run_one(c.to_dict(), str(store.root.resolve()), P.data_dir) for c in missing]
+    import submitit  # the cluster extra: not needed by the serial executor
+
     if executor == "slurm" and shutil.which("sbatch") is None:
         raise ConfigError("no Slurm on this machine (sbatch not found): submit from the cluster's login node, or "
                           "use --executor local to run the jobs here")

@@ -57,6 +57,11 @@ def model_name(model: str, depth: int | None = None, width: int | None = None) -
     return f"Wide-ResNet-{depth}-{width} (the paper's depth, {part} of its width)"
 
 
+def short_name(network: str) -> str:
+    """A network's name without what `model_name` adds after it: 'Wide-ResNet-28-2', for legends and lists."""
+    return network.split(" (")[0]
+
+
 def run_model_name(run) -> str:
     """`model_name` of a run's config."""
     c = run.config

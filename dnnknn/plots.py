@@ -12,7 +12,7 @@ import textwrap
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .names import PAPER_K, PAPER_METRIC, STAND_INS, name, run_model_name  # noqa: F401 - plots.name: the pages' name for a model or dataset
+from .names import PAPER_K, PAPER_METRIC, STAND_INS, name, run_model_name, short_name  # noqa: F401 - plots.name: the pages' name for a model or dataset
 from .profiles import NOT_RUN
 
 DNN, KNN, MC, ME = "black", "tab:red", "tab:blue", "tab:red"
@@ -248,11 +248,6 @@ def split_panel(factory, **kw):
     return lambda split: factory(split, **kw)
 
 
-def _short(network: str) -> str:
-    """A legend's name for a network: 'Wide-ResNet-28-2', without what the tables add after it."""
-    return network.split(" (")[0]
-
-
 def depth_figure(measures: pd.DataFrame):
     """The depth chapter's first figure (`depth.measures`): each quantity's mean ± sd over seeds at the
     last step against the network's parameters, one marker per network; a placeholder without runs."""
@@ -266,7 +261,7 @@ def depth_figure(measures: pd.DataFrame):
     for ax, q in zip(axes[0], qs):
         for _, row in measures[measures.quantity == q].iterrows():
             ax.errorbar(row["parameters"], row["mean"], yerr=0 if pd.isna(row["std"]) else row["std"], fmt="o",
-                        color=colours[row.network], capsize=3, label=f"{_short(row.network)} (n={row.n})")
+                        color=colours[row.network], capsize=3, label=f"{short_name(row.network)} (n={row.n})")
         ax.set_xscale("log")
         ax.set_xlabel("parameters")
         ax.set_title(q, fontsize=10)
@@ -288,7 +283,7 @@ def p_same_by_network(curves: pd.DataFrame):
     for ax in (full, late):
         for net in nets:
             t = curves[curves.network == net]
-            line(ax, t if ax is full else t[t.step > 0], "P_SAME", colours[net], f"{_short(net)} (n={t.seed.nunique()})")
+            line(ax, t if ax is full else t[t.step > 0], "P_SAME", colours[net], f"{short_name(net)} (n={t.seed.nunique()})")
         ax.set_xlabel("training step")
         ax.set_ylabel("P_SAME (test set)")
     full.set_title("from step 0", fontsize=10)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .experiments import dataset_name, section
+from .experiments import dataset_name, network_name, section, subset_text
 from .profiles import NOT_RUN, TABLE1_KS, Params, cpu_command
-from .names import PAPER_K, PAPER_METRIC
+from .names import PAPER_K, PAPER_METRIC, short_name
 from .metrics import spread  # noqa: F401 - report.spread: the pages' mean ± std over runs
 
 if TYPE_CHECKING:
@@ -144,7 +144,7 @@ def final_accuracy_table(runs: dict, split="test", k=PAPER_K, metric=PAPER_METRI
     rows = []
     for (m, d), rs in runs.items():
         finals = [r.final(split=split, k=k, metric=metric) for r in as_runs(rs)]
-        rows.append({"model": name(m), "dataset": dataset_name(d, as_runs(rs)),
+        rows.append({"model": network_name(m, rs), "dataset": dataset_name(d, as_runs(rs)),
                      "DNN (%)": fmt_spread([100 * f.dnn_acc for f in finals]),
                      "k-NN (%)": fmt_spread([100 * f.knn_acc for f in finals]),
                      "k-NN − DNN (%)": fmt_spread([100 * (f.knn_acc - f.dnn_acc) for f in finals])})
@@ -152,18 +152,17 @@ def final_accuracy_table(runs: dict, split="test", k=PAPER_K, metric=PAPER_METRI
 
 
 def _settings(runs: dict):
-    """(model, the data's name, the runs) for each setting of `runs` that has a run."""
+    """(the network's name, the data's name, the runs) for each setting of `runs` that has a run."""
     from .plots import as_runs
-    return [(m, dataset_name(d, as_runs(rs)), as_runs(rs)) for (m, d), rs in runs.items() if as_runs(rs)]
+    return [(network_name(m, rs), dataset_name(d, as_runs(rs)), as_runs(rs)) for (m, d), rs in runs.items() if as_runs(rs)]
 
 
 def start_text(runs: dict, k=PAPER_K, metric=PAPER_METRIC) -> str:
     """Figure 1 at step 0: each setting's k-NN and DNN test accuracy (%) before training."""
-    from .plots import name
     parts = []
-    for m, data, rs in _settings(runs):
+    for net, data, rs in _settings(runs):
         first = [r.table(k=k, metric=metric).iloc[0] for r in rs]
-        parts.append(f"{name(m)} on {data}: k-NN {fmt_spread([100 * f.knn_acc for f in first], 1, '%')} "
+        parts.append(f"{net} on {data}: k-NN {fmt_spread([100 * f.knn_acc for f in first], 1, '%')} "
                      f"vs DNN {fmt_spread([100 * f.dnn_acc for f in first], 1, '%')}")
     return "; ".join(parts) or "no run here"
 
@@ -171,11 +170,10 @@ def start_text(runs: dict, k=PAPER_K, metric=PAPER_METRIC) -> str:
 def mc_me_text(runs: dict, k=PAPER_K, metric=PAPER_METRIC) -> str:
     """Figures 3 and 4 at the last step: MC, ME and P_SAME per setting (Markdown list), with how
     many mistakes seed 0's ME rests on."""
-    from .plots import name
     rows = []
-    for m, data, rs in _settings(runs):
+    for net, data, rs in _settings(runs):
         f = [r.final(k=k, metric=metric) for r in rs]
-        rows.append(f"- {name(m)} on {data}: MC = {fmt_spread([x.MC for x in f], 3)}, "
+        rows.append(f"- {net} on {data}: MC = {fmt_spread([x.MC for x in f], 3)}, "
                     f"ME = {fmt_spread([x.ME for x in f], 3)}, P_SAME = {fmt_spread([x.P_SAME for x in f], 4)}; "
                     f"seed {rs[0].config.seed}: {me_support(rs[0], k=k, metric=metric)}")
     return "\n".join(rows) or "- no run here"
@@ -185,11 +183,11 @@ def random_label_text(runs: dict, k=PAPER_K, metric=PAPER_METRIC) -> str:
     """Figure 5 at the last step (Markdown list): the training and test accuracy of the network
     and its k-NN, chance, and P_SAME on both sets."""
     rows = []
-    for _, data, rs in _settings(runs):
+    for net, data, rs in _settings(runs):
         r = rs[0]
         tr, te = r.final(split="train", k=k, metric=metric), r.final(split="test", k=k, metric=metric)
         chance = 100 / (int(r.predictions()["labels/test"].max()) + 1)
-        rows.append(f"- {data}: training accuracy DNN {100 * tr.dnn_acc:.2f}%, k-NN {100 * tr.knn_acc:.2f}%; "
+        rows.append(f"- {net} on {data}{subset_text(r)}: training accuracy DNN {100 * tr.dnn_acc:.2f}%, k-NN {100 * tr.knn_acc:.2f}%; "
                     f"test accuracy DNN {100 * te.dnn_acc:.1f}% (chance {chance:.0f}%); "
                     f"P_SAME train {tr.P_SAME:.3f}, test {te.P_SAME:.3f}")
     return "\n".join(rows) or "- no run here"
@@ -249,7 +247,7 @@ def generalization_table(runs: dict, k=PAPER_K, metric=PAPER_METRIC, wide: bool 
 
     rows, asked = [], []
     for (m, d), rs in runs.items():
-        row = {"model": name(m), "dataset": dataset_name(d, rs)}
+        row = {"model": network_name(m, rs), "dataset": dataset_name(d, rs)}
         gaps = [generalization_gaps(r, k, metric) for r in as_runs(rs)]
         for i, who in enumerate(("DNN", "k-NN")):
             row[who] = fmt_spread([g[i] for g in gaps])
@@ -346,19 +344,23 @@ def seeds_count_text(counts: dict) -> str:
     return ", ".join(f"{name(m)} {n}" for m, n in counts.items())
 
 
-def depth_text(measures: "pd.DataFrame", leaders: dict) -> str:
-    """Markdown for the depth chapter (`depth.measures`, `depth.leaders`): the order of the networks' means
-    for each quantity, and which leads P_SAME early and at the end."""
-    from .plots import _short
-    if measures.empty:
-        return "No run of these networks is here."
-    lines = []
-    for q, t in measures.groupby("quantity", sort=False):
-        order = t.sort_values("mean", ascending=False)
-        lines.append(f"- {q}, highest first: " + ", ".join(
-            f"{_short(r.network)} {r['mean']:.{2 if 'points' in q else 4}f}" for _, r in order.iterrows()) + ".")
+def depth_lines(rows: list, leaders: dict) -> list[str]:
+    """The depth chapter's findings, one line each: per quantity the networks' means, highest first (`rows`:
+    `depth.measures` records), and which network leads P_SAME early and at the end (`depth.leaders`)."""
+    by_q = {}
+    for r in rows:
+        by_q.setdefault(r["quantity"], []).append(r)
+    lines = [f"{q}, highest first: " + ", ".join(
+        f"{short_name(r['network'])} {r['mean']:.{2 if 'points' in q else 4}f} (n={r['n']})"
+        for r in sorted(rs, key=lambda r: -r["mean"])) for q, rs in by_q.items()]
     for when, v in leaders.items():
-        means = ", ".join(f"{_short(n)} {m:.4f}" for n, m in v["means"].items())
-        lines.append(f"- P_SAME {'at the first evaluation after step 0' if when == 'early' else 'at the last step'} "
-                     f"(step {v['step']:,}): {_short(v['leader'])} leads ({means}).")
-    return "\n".join(lines)
+        means = ", ".join(f"{short_name(n)} {m:.4f}" for n, m in v["means"].items())
+        lines.append(f"P_SAME {'at the first evaluation after step 0' if when == 'early' else 'at the last step'} "
+                     f"(step {v['step']:,}): {short_name(v['leader'])} leads ({means})")
+    return lines
+
+
+def depth_text(measures: "pd.DataFrame", leaders: dict) -> str:
+    """Markdown for the depth chapter (`depth.measures`, `depth.leaders`): `depth_lines` as a list."""
+    lines = depth_lines(measures.to_dict("records"), leaders)
+    return "\n".join(f"- {line}." for line in lines) or "No run of these networks is here."

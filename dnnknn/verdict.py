@@ -5,8 +5,8 @@ import pandas as pd
 
 from . import paper
 from .claims import VERDICTS, Check, Claim, Fact, duration
-from .names import name
-from .report import fmt_spread
+from .names import name, short_name
+from .report import depth_lines, fmt_spread
 
 
 def setting_name(setting, data: str | None = None, wrn: str | None = None) -> str:
@@ -61,7 +61,7 @@ def indicative_cell(cl: Claim) -> str:
     if word is None:
         return "—"
     where = sorted({name(d) for c in cl.indicative for m, d in c.settings if m == "wrn"})
-    return f"{word} on {', '.join(where)} ({cl.indicative_name.split(' (')[0]})"
+    return f"{word} on {', '.join(where)} ({short_name(cl.indicative_name)})"
 
 
 def counts(claims: list) -> dict[str, int]:
@@ -144,24 +144,14 @@ def _table2_flipped(v) -> str:
             f"the verdict above uses test − train, as the code has since 48646ef.")
 
 
-def _depth_measures(v) -> str:
-    by_q = {}
-    for r in v["rows"]:
-        by_q.setdefault(r["quantity"], []).append(f"{r['network'].split(' (')[0]} {r['mean']:.4f} (n={r['n']})")
-    return ("The depth-and-width chapter's networks on MNIST at the last step, the Wide-ResNets at the paper's "
-            "depth and a CPU's widths (not the paper's network): " + "; ".join(f"{q}: {', '.join(x)}" for q, x in by_q.items()) + ".")
-
-
-def _depth_leaders(v) -> str:
-    parts = [f"{'at the first evaluation after step 0' if w == 'early' else 'at the last step'} (step {x['step']:,}) "
-             f"{x['leader'].split(' (')[0]} leads (" + ", ".join(f"{n.split(' (')[0]} {p:.4f}" for n, p in x["means"].items()) + ")"
-             for w, x in v.items()]
-    return "The depth-and-width chapter's test P_SAME on MNIST, mean over seeds: " + "; ".join(parts) + "."
+def _depth(v, leaders: bool) -> str:
+    lines = depth_lines([], v) if leaders else depth_lines(v["rows"], {})
+    return "The depth-and-width chapter, on MNIST, mean over seeds: " + "; ".join(lines) + "."
 
 
 FACTS = {  # a Fact's kind -> its sentence
-    "depth_measures": _depth_measures,
-    "depth_leaders": _depth_leaders,
+    "depth_measures": lambda v: _depth(v, leaders=False),
+    "depth_leaders": lambda v: _depth(v, leaders=True),
     "table2_flipped": _table2_flipped,
     "raw_vs_standardised": _raw_vs_standardised,
     "raw_pending": lambda v: (f"The run as the authors trained the paper's CIFAR-10 LeNet, on raw pixels "

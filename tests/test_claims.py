@@ -263,6 +263,9 @@ def test_the_cpu_wide_resnet_is_indicative_beside_a_verdict_it_never_changes():
     wrn = [FakeRun({0: (0.1, 0.8), 100: (0.5, 0.9), 500: (0.99, 0.99), 1000: (0.995, 0.995)}, model="wrn", layers=layers)]
     stand_in = {("lenet", "mnist", "main"): lenet, ("wrn-28-2", "mnist", "main"): wrn}
     judged = {cl.text: cl for cl in claims.judge_all(Evidence.of(stand_in))}
+    without = {cl.text: cl.verdict for cl in claims.judge_all(Evidence.of({("lenet", "mnist", "main"): lenet}))}
+    assert {t: cl.verdict for t, cl in judged.items()} == without  # no verdict moves
+    assert sum(bool(cl.indicative) for cl in judged.values()) >= 3
     late = judged[claims.lenet_early_wrn_late(Evidence.of({})).text]
     assert late.verdict == claims.NOT_RUN  # the Wide-ResNet-28-10 was not run: the stand-in does not count
     assert late.indicative_verdict() == "holds" and late.indicative[0].settings == (("lenet", "mnist"), ("wrn", "mnist"))
@@ -281,13 +284,28 @@ def test_the_cpu_wide_resnet_is_indicative_beside_a_verdict_it_never_changes():
 
 
 def test_the_wide_resnets_table2_row_is_its_main_run_at_step_500():
+    import dnnknn
     from dnnknn import experiments, profiles
     P = profiles.Params.from_notebook(profile="paper")
     main = experiments.main_config(P, "mnist", "wrn")
     assert experiments.table2_config(P, "mnist", "wrn") == main and main.resolve().train_eval_steps == (500, 1000)
-    assert experiments.main_config(P, "mnist", "lenet").resolve().train_eval_steps == (1000,)  # keys unchanged
+    for model, key in (("lenet", "3a450cb952b246c7"), ("mlp640", "b916a5d84933fa64")):  # committed keys unchanged
+        assert experiments.main_config(P, "mnist", model).key(dnnknn.__version__) == key
+    assert experiments.legacy_config(P, "mnist", "wrn").resolve().train_eval_steps == (1000,)  # dnnknn 0.2's
     wrn = [FakeRun({0: (0.1, 0.8), 500: (0.98, 0.97), 1000: (0.99, 0.99)}, model="wrn", key=f"w{s}", seed=s,
-                   train={500: (0.99, 0.985), 1000: (1.0, 1.0)}) for s in range(3)]
+                   train={500: (0.99, 0.985), 1000: (0.995, 1.0)}) for s in range(3)]
     cl = claims.table2_values(Evidence.of({("wrn", "mnist", "table2"): wrn}))
     cells = [c for c in cl.checks if c.settings == (("wrn", "mnist"),)]
-    assert [c.values for c in cells] == [pytest.approx([1.0] * 3), pytest.approx([1.5] * 3)]  # step 500, not 1,000
+    assert [c.values for c in cells] == [pytest.approx([1.0] * 3), pytest.approx([1.5] * 3)]  # step 500: not 0.5, 1.0
+    assert claims.report_gap(wrn[0], 0) == pytest.approx(1.0)
+
+
+def test_an_indicative_check_on_a_subset_names_the_subset():
+    import dataclasses
+    q = FakeRun({0: (0.1, 0.1), 2000: (0.995, 0.999)}, model="wrn", train={0: (0.1, 0.1), 2000: (0.995, 0.999)})
+    q.config = dataclasses.replace(q.config, labels="random", limit=(5000, 5000))
+    (cl,) = [c for c in claims.judge_all(Evidence.of({("wrn-28-2", "mnist", "random"): [q]}))
+             if c.text == claims.random_train_accuracy(Evidence.of({})).text]
+    assert cl.verdict == claims.NOT_RUN and cl.indicative
+    assert all(c.data[("wrn", "mnist")] == "MNIST, first 5,000 training and 5,000 test images, 2,000 steps"
+               for c in cl.indicative)
