@@ -23,6 +23,8 @@ the same sums: `tests/test_knn_filter.py` checks the float32 values bit for bit)
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from llvmlite import binding as llb
 from llvmlite import ir
@@ -40,14 +42,17 @@ TJ_SAD = 128  # references' codes per tile (128 x 640 bytes: 80 KB, in L2 while 
 
 def _sad_width() -> int:
     """Bytes per `vpsadbw` on this CPU: 64 (AVX-512 BW), 32 (AVX2), or 0 (no such instruction, or
-    code compiled for another CPU (NUMBA_CPU_NAME): then the fp32 search runs alone)."""
+    code compiled for another CPU (NUMBA_CPU_NAME): then the fp32 search runs alone). $DNNKNN_SAD_WIDTH
+    lowers it (32: the AVX2 kernel on an AVX-512 CPU, with a NUMBA_CACHE_DIR of its own; 0: no filter)."""
     if config.CPU_NAME or config.CPU_FEATURES or config.DISABLE_JIT:
         return 0
     try:
         feats = llb.get_host_cpu_features()
     except RuntimeError:
         return 0
-    return 64 if feats.get("avx512bw") else 32 if feats.get("avx2") else 0
+    host = 64 if feats.get("avx512bw") else 32 if feats.get("avx2") else 0
+    asked = os.environ.get("DNNKNN_SAD_WIDTH", "")
+    return min(host, int(asked)) if asked in ("0", "32", "64") else host
 
 
 SAD_WIDTH = _sad_width()

@@ -145,3 +145,32 @@ def test_search_uses_the_filter_and_gives_the_fp32_answer(monkeypatch):
             mp.setattr(knn, "use_filter", lambda *a: False)
             np.testing.assert_array_equal(a, knn.search(r, r, 5, "l1", exclude_self=ex)["l1"][1])
     assert sum(map(len, calls)) == 2 * len(r)
+
+
+@pytest.mark.skipif(SAD_WIDTH != 64, reason="the AVX2 kernel is forced on an AVX-512 CPU")
+def test_the_avx2_kernel_gives_the_fp32_answer_too(tmp_path):
+    """A CPU with AVX2 and no AVX-512 runs the 32-byte `vpsadbw`: forced here in a process of its own
+    (its numba cache apart), on every vector remainder, ties and clipped values."""
+    import os
+    import subprocess
+    import sys
+    script = """
+import numpy as np
+from dnnknn import knn, knn_filter
+assert knn_filter.SAD_WIDTH == 32
+rng = np.random.default_rng(0)
+for d in (640, 70, 33, 1):
+    r = np.maximum(rng.standard_normal((4001, d)), 0).astype(np.float32)
+    r[::7] = r[3]  # duplicated references: ties at the k-th distance
+    r[5, 0] = 1e3  # beyond the code range
+    q = np.concatenate([r[:50], np.maximum(rng.standard_normal((151, d)), 0).astype(np.float32)])
+    v, i, counts = knn.l1_filtered(q, r, 30, pilot=False)
+    ref_v, ref_i = knn._search_cpu(q, r, 30, ("l1",), None, filtered=False)["l1"]
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_array_equal(v, ref_v)
+    assert (counts < len(r)).mean() > 0.9  # it filtered (not the clipped query, whose slack keeps every reference)
+print("ok")
+"""
+    env = {**os.environ, "DNNKNN_SAD_WIDTH": "32", "NUMBA_CACHE_DIR": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
