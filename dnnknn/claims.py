@@ -270,21 +270,20 @@ def first_within(accs, layers, dnn, tol=1.0) -> str | None:
 def gap_closes(ev: Evidence) -> Claim:
     settings = tuple((m, d) for m in ("wrn", "lenet") for d in DATASETS)
     checks, facts = [], []
-    for d in DATASETS:
-        for kind in ("main", "raw"):
-            runs = ev.runs("lenet", d, kind)
-            if not runs:
-                continue
+    for (m, d), kind in ((s, kind) for s in settings for kind in ("main", "raw")):
+        runs = ev.runs(m, d, kind)
+        if runs:
             end = paper.paper_step(d, "Figure 1")
             gap = [100 * abs(row(r, end).knn_acc - row(r, end).dnn_acc) for r in runs]
             early = [100 * abs(row(r, first_step_after_0(r)).knn_acc - row(r, first_step_after_0(r)).dnn_acc)
                      for r in runs]
             quantity = "|k-NN − DNN| (points) at the figure's last step" + (", raw pixels" if kind == "raw" else "")
-            checks.append(qualitative([("lenet", d)], quantity, f"≤ {GAP_CLOSED:g} and ≤ the gap at the first "
+            checks.append(qualitative([(m, d)], quantity, f"≤ {GAP_CLOSED:g} and ≤ the gap at the first "
                                       "evaluation after 0", runs, gap,
                                       [g <= GAP_CLOSED and g <= e for g, e in zip(gap, early)], d, end))
             if not checks[-1].held and (late := late_gap(runs)):
-                facts.append(Fact("late_gap", {**late, "data": checks[-1].data.get(("lenet", d), d), "n": len(runs)}))
+                facts.append(Fact("late_gap", {**late, "data": checks[-1].data.get((m, d), d), "n": len(runs),
+                                               "network": name(m)}))
     return Claim("k-NN test accuracy follows the DNN's through training, the gap closing at the end",
                  "section 4.1, Figure 1 (a)–(f)", "the gap closes", settings,
                  f"|k-NN − DNN| at the figure's last step (MNIST: 500) at most {GAP_CLOSED:g} point and no larger "

@@ -263,6 +263,8 @@ def depth_figure(measures: pd.DataFrame):
             ax.errorbar(row["parameters"], row["mean"], yerr=0 if pd.isna(row["std"]) else row["std"], fmt="o",
                         color=colours[row.network], capsize=3, label=f"{short_name(row.network)} (n={row.n})")
         ax.set_xscale("log")
+        ax.set_xlim(2e5, 1e8)  # the lineup's 0.5 M to 36 M parameters, the same axis as runs arrive
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
         ax.set_xlabel("parameters")
         ax.set_title(q, fontsize=10)
     handles, labels = axes[0][0].get_legend_handles_labels()
@@ -273,7 +275,8 @@ def depth_figure(measures: pd.DataFrame):
 
 def p_same_by_network(curves: pd.DataFrame):
     """The depth chapter's second figure (`depth.p_same_curves`): test P_SAME along training, a line per
-    network (mean ± sd over its seeds); a placeholder without runs."""
+    network (mean ± sd over its seeds), and 1 − P_SAME on a log scale after step 0, where the networks
+    part; a placeholder without runs."""
     if curves.empty:
         return placeholder("No run of these networks is here.")
     theme()
@@ -283,11 +286,14 @@ def p_same_by_network(curves: pd.DataFrame):
     for ax in (full, late):
         for net in nets:
             t = curves[curves.network == net]
-            line(ax, t if ax is full else t[t.step > 0], "P_SAME", colours[net], f"{short_name(net)} (n={t.seed.nunique()})")
+            t = t if ax is full else t[t.step > 0].assign(P_SAME=1 - t.P_SAME)  # disagreement
+            line(ax, t, "P_SAME", colours[net], f"{short_name(net)} (n={t.seed.nunique()})")
         ax.set_xlabel("training step")
-        ax.set_ylabel("P_SAME (test set)")
-    full.set_title("from step 0", fontsize=10)
-    late.set_title("after step 0 (zoomed)", fontsize=10)
+    full.set_ylabel("P_SAME (test set)")
+    late.set_ylabel("1 − P_SAME (test set)")
+    late.set_yscale("log")
+    full.set_title("P_SAME from step 0", fontsize=10)
+    late.set_title("1 − P_SAME after step 0 (log scale)", fontsize=10)
     handles, labels = full.get_legend_handles_labels()
     fig.tight_layout(rect=(0, 0, 1, 0.85))
     fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 3), frameon=False, fontsize=8)

@@ -119,12 +119,14 @@ def sources(P: Params, runs: dict, cfgs: dict) -> str:
         text += (f" {name(asked)} itself was not run here; where a run on {name(copy)} exists, its panel or "
                  f"cell shows that run, named as the copy: read it beside the paper's {name(asked)} values as a "
                  f"run on different images.")
-    narrower = sorted({run_model_name(got[key][0]) for key in cfgs if got[key] and
-                       (got[key][0].config.width or 0) != (cfgs[key].resolve().width or 0)})
-    for net in narrower:  # experiments.stand_in_config
-        text += (f" The paper's Wide-ResNet-28-10 was not run here; its panels and cells show the {net} in its "
-                 f"place, named as such: indicative of the deep network's behaviour, not the paper's network. "
-                 f"Its depth-and-width chapter sets it beside the other networks.")
+    narrower = {}  # experiments.stand_in_config: the network shown -> the datasets it stands in on
+    for key in cfgs:
+        if got[key] and (got[key][0].config.width or 0) != (cfgs[key].resolve().width or 0):
+            narrower.setdefault(run_model_name(got[key][0]), []).append(name(cfgs[key].dataset))
+    for net, where in narrower.items():
+        text += (f" The paper's Wide-ResNet-28-10 was not run here on {', '.join(dict.fromkeys(where))}; there its "
+                 f"panels and cells show the {net} in its place, named as such: indicative of the deep network's "
+                 f"behaviour, not the paper's network. The depth-and-width chapter sets it beside the other networks.")
     if missing:
         gpu = [c for c in missing if not cpu_command(c)]
         text += f" Not run here: {'; '.join(c.label() for c in missing)}."

@@ -157,7 +157,7 @@ FACTS = {  # a Fact's kind -> its sentence
     "raw_pending": lambda v: (f"The run as the authors trained the paper's CIFAR-10 LeNet, on raw pixels "
                               f"(`experiments.raw_pixels_config`: the same run with `pixels='raw'`), is not in "
                               f"results/ yet; on {name(v['data'])} it takes about 3 h on a 2-core CPU."),
-    "late_gap": lambda v: (f"On {name(v['data'])} LeNet's k-NN does not close on its DNN in the second half of "
+    "late_gap": lambda v: (f"On {name(v['data'])} {v.get('network', 'LeNet')}'s k-NN does not close on its DNN in the second half of "
                            f"training: it stays {v['lo']:.1f} to {v['hi']:.1f} points {v['side']} it at every "
                            f"evaluation from step {v['from_step']:,} on ({v['n']} seed{'s' * (v['n'] > 1)})."),
     "signed": lambda v: f"Signed, k-NN − DNN: {_spread(v['values'])}.",

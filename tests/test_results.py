@@ -149,4 +149,4 @@ def test_the_cpu_wide_resnet_stands_in_on_the_figures_named_as_itself():
     assert experiments.seed_runs(full, "wrn", "mnist") == []  # the claims' own evidence stays empty
     fig = plots.grid(["wrn"], ["mnist"], plots.accuracy_panel(), runs)
     assert "Wide-ResNet-28-2 (the paper's depth, a fifth of its width)" in " ".join(fig.axes[0].get_title().split())
-    assert "Wide-ResNet-28-2 (the paper's depth, a fifth of its width) in its place" in report.sources(full, runs, cfgs)
+    assert "not run here on MNIST; there its panels and cells show the Wide-ResNet-28-2 (the paper's depth, a fifth of its width) in its place" in report.sources(full, runs, cfgs)
