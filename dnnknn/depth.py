@@ -91,19 +91,28 @@ def measures(nets: list[Network]) -> pd.DataFrame:
 
 
 def table(nets: list[Network]) -> pd.DataFrame:
-    """The chapter's table: a row per network (those not run here say so), mean ± std over seeds."""
+    """The chapter's first table: a row per network (those not run here say so), the last step's
+    quantities as mean ± std over seeds."""
     from .report import fmt_spread
     rows = []
     for n in nets:
-        row = {"network": n.name, "parameters (M)": f"{n.parameters / 1e6:.2f}",
-               "training (TFLOP per run)": f"{n.train_flops / 1e12:,.1f}", "seeds": len(n.runs) or "not run here"}
+        row = {"network": n.name, "seeds": len(n.runs) or "not run here"}
         finals = [_final(r) for r in n.runs]
         for q in QUANTITIES:
             row[q] = fmt_spread([f[q] for f in finals], 2 if "points" in q else 4) if finals else "—"
-        row["precision"] = ", ".join(sorted({r.config.precision for r in n.runs})) or "—"
-        walls = [r.meta.get("wall_time_s") for r in n.runs]
-        row["hours per run (mean)"] = f"{np.mean(walls) / 3600:.2f}" if walls and None not in walls else "—"
         rows.append(row)
+    return pd.DataFrame(rows).set_index("network")
+
+
+def cost_table(nets: list[Network]) -> pd.DataFrame:
+    """The chapter's second table: a row per network, its size, training FLOPs, and what its runs recorded."""
+    rows = []
+    for n in nets:
+        walls = [r.meta.get("wall_time_s") for r in n.runs]
+        rows.append({"network": n.name, "parameters (M)": f"{n.parameters / 1e6:.2f}",
+                     "training (TFLOP a run)": f"{n.train_flops / 1e12:,.1f}",
+                     "precision": ", ".join(sorted({r.config.precision for r in n.runs})) or "—",
+                     "hours a run (mean)": f"{np.mean(walls) / 3600:.2f}" if walls and None not in walls else "—"})
     return pd.DataFrame(rows).set_index("network")
 
 

@@ -22,6 +22,8 @@ def test_measures_and_leaders_from_runs():
     assert m.loc[("Wide-ResNet-28-2", "MC"), "parameters"] < m.loc[("LeNet", "MC"), "parameters"]  # 1.46 M < 2.07 M
     t = depth.table(nets)
     assert t.loc["Wide-ResNet-28-10", "seeds"] == "not run here" and t.loc["LeNet", "seeds"] == 2
+    c = depth.cost_table(nets)
+    assert c.loc["Wide-ResNet-28-10", "parameters (M)"] == "36.22" and c.loc["LeNet", "hours a run (mean)"] == "—"
     lead = depth.leaders(depth.p_same_curves(nets))
     assert (lead["early"]["step"], lead["early"]["leader"]) == (100, "LeNet")  # P_SAME 0.99 against 0.70
     assert (lead["last"]["step"], lead["last"]["leader"]) == (1000, "Wide-ResNet-28-2")
