@@ -9,6 +9,7 @@ the deeper network later). The figures are in `plots`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +44,9 @@ class Network:
         return train_flops(self.config)
 
 
+@functools.lru_cache(maxsize=None)
 def _parameters(model: str, width: int | None) -> int:
+    """Parameters of the network, counted once on the meta device (a table asks for each several times)."""
     import torch
 
     from .models import build_model, count_parameters
