@@ -45,7 +45,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .errors import ConfigError
-from .knn_filter import SAD_BUFFER, SAD_WIDTH, filtered_l1, quantise
+from .knn_filter import QB, SAD_BUFFER, SAD_WIDTH, filtered_l1, quantise
 from .knn_kernels import l1_distances, select_dense, vote_kernel
 from .names import METRICS
 
@@ -124,7 +124,7 @@ def l1_filtered(q: np.ndarray, r: np.ndarray, kk: int, chunk: int | None = None,
         e = min(n, FILTER_PILOT if pilot and s == 0 else s + chunk)
         # queries sharing each tile of codes: a multiple of 4, few enough that every thread has some
         per_thread = -(-(e - s) // threads)
-        qb = int(max(4, min(64, SAD_BUFFER // (4 * m) // 4 * 4, -(-per_thread // 4) * 4)))
+        qb = int(max(4, min(QB, SAD_BUFFER // (4 * m) // 4 * 4, -(-per_thread // 4) * 4)))
         filtered_l1(q[s:e], r, cq[s:e], cr, wq[s:e], wr, kk, vals[s:e], idxs[s:e], counts[s:e],
                     np.float32(-1.0), gamma, threads, qb)
         s = e

@@ -35,8 +35,9 @@ from numba.extending import intrinsic
 from .knn_kernels import _l1_rows, sample_rank, sorted_topk
 
 BLOCK = 64  # bytes of codes per SAD step (the codes are padded to a multiple of it with zeros)
-TILE = 128  # candidates gathered per re-rank call (128 x 640 floats: 320 KB, in L2)
-SAD_BUFFER = 32 * 2**20  # bytes of SADs a thread holds: queries per block = this / (4 m), at most 64
+TILE = 256  # references per re-rank tile: a query's candidates among them go to `_l1_rows` in one call
+SAD_BUFFER = 64 * 2**20  # bytes of SADs a thread holds: queries per block = this / (4 m), at most QB
+QB = 256  # queries per block at most: a block reads each candidate row once
 TJ_SAD = 128  # references' codes per tile (128 x 640 bytes: 80 KB, in L2 while a block of queries uses them)
 
 
@@ -83,6 +84,27 @@ def _sad_4x2(typingctx, q0, q1, q2, q3, r0, r1, nblk):
         sums = [builder.call(red, [builder.load(acc)]) for acc in accs]
         return context.make_tuple(builder, signature.return_type, sums)
     return sig, codegen
+
+
+@intrinsic
+def _prefetch(typingctx, addr):
+    """A hint to bring the cache line at address addr into cache (llvm.prefetch: read, keep)."""
+    def codegen(context, builder, signature, args):
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        builder.call(fn, [builder.inttoptr(args[0], i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+    return types.void(addr), codegen
+
+
+@njit(nogil=True, cache=True)
+def _prefetch_row(row):
+    """Prefetch every 64-byte line of a float32 row (its rows are read from memory in no order the
+    hardware prefetcher follows)."""
+    base = row.ctypes.data
+    for o in range(0, row.shape[0] * 4, 64):
+        _prefetch(base + o)
 
 
 def quantise(refs: np.ndarray, queries: np.ndarray):
@@ -178,17 +200,18 @@ def filtered_l1(Q, R, CQ, CR, wq, wr, kk, vals, idxs, counts, neg, gamma, nthrea
     """The kk nearest references (L1) of each query, sorted by (distance, index), into vals/idxs
     (n, kk): 8-bit bounds keep the candidates, `_l1_rows` re-ranks them (see the module's proof).
     counts (n,) receives each query's number of candidates re-ranked. Queries go in blocks of qb (a
-    multiple of 4) that share each tile of TJ_SAD references' codes while it is in cache."""
+    multiple of 4) that share each tile of references while it is in cache: TJ_SAD references'
+    codes for the bounds, then TILE references' rows for the re-rank, so that a block reads each
+    candidate row from memory once, not once per query that keeps it."""
     n, m, d = Q.shape[0], R.shape[0], Q.shape[1]
     nblk = CQ.shape[1] // 64
     factor = (1 + gamma) / (1 - gamma) * (1 + 1e-12)
     ngroups = (n + qb - 1) // qb
     nblocks = min(nthreads, ngroups)  # one block a thread: its buffers allocated once
     for b in prange(nblocks):
-        sad = np.empty((qb, m), np.int32)
+        sad = np.empty((qb, m), np.int32)  # a query's SADs, then its candidates (increasing index)
         ci = np.empty(m, np.int32)
         cu = np.empty(m, np.float64)
-        cv = np.empty(m, np.float32)
         tile = np.empty((TILE, d), np.float32)
         row0, row1 = np.int64(0), np.int64(1)  # int64 variables, as l1_distances passes its bounds: the same _l1_rows
         qrow = np.empty((1, d), np.float32)
@@ -196,19 +219,37 @@ def filtered_l1(Q, R, CQ, CR, wq, wr, kk, vals, idxs, counts, neg, gamma, nthrea
         key, key2 = np.empty(m, np.uint32), np.empty(m, np.uint32)
         pos, pos2 = np.empty(m, np.int32), np.empty(m, np.int32)
         hist = np.empty(256, np.int64)
+        off = np.empty(qb + 1, np.int64)  # query a's distances are cv[off[a]:off[a + 1]]
+        done, ahead = np.empty(qb, np.int64), np.empty(qb, np.int64)  # its candidates re-ranked / prefetched
         for g in range(ngroups * b // nblocks, ngroups * (b + 1) // nblocks):
             i0, i1 = g * qb, min(n, g * qb + qb)
             for t in range(0, m, TJ_SAD):
                 for a in range(i0, i1, 4):
                     _sad_tile(CQ, CR, a, min(i1, a + 4), t, min(m, t + TJ_SAD), sad[a - i0:], nblk)
-            for i in range(i0, i1):
-                c = _candidates(sad[i - i0], wr, wq[i], kk, factor, ci, cu)
-                counts[i] = c
-                qrow[0] = Q[i]
-                for t in range(0, c, TILE):  # the fp32 kernel on the gathered candidates
-                    e = min(c, t + TILE)
-                    for u in range(t, e):
-                        tile[u - t] = R[ci[u]]
-                    _l1_rows(qrow, tile[:e - t], tout[0:1], row0, row1, neg)
-                    cv[t:e] = tout[0, :e - t]
-                sorted_topk(cv, ci, c, kk, vals[i], idxs[i], key, key2, pos, pos2, hist)
+            off[0] = 0
+            for a in range(i1 - i0):
+                c = _candidates(sad[a], wr, wq[i0 + a], kk, factor, ci, cu)
+                counts[i0 + a] = c
+                sad[a, :c] = ci[:c]
+                off[a + 1] = off[a] + c
+                done[a] = ahead[a] = 0
+            cv = np.empty(off[i1 - i0], np.float32)
+            for t in range(-TILE, m, TILE):  # t = -TILE: only the prefetch of the first tile
+                for a in range(i1 - i0):
+                    c, p, e = off[a + 1] - off[a], done[a], ahead[a]
+                    nxt = e  # prefetch this query's candidates in the next tile while this one is re-ranked
+                    while nxt < c and sad[a, nxt] < t + 2 * TILE:
+                        _prefetch_row(R[sad[a, nxt]])
+                        nxt += 1
+                    ahead[a] = nxt
+                    if e == p:
+                        continue
+                    for u in range(p, e):
+                        tile[u - p] = R[sad[a, u]]
+                    qrow[0] = Q[i0 + a]
+                    _l1_rows(qrow, tile[:e - p], tout[0:1], row0, row1, neg)
+                    cv[off[a] + p:off[a] + e] = tout[0, :e - p]
+                    done[a] = e
+            for a in range(i1 - i0):
+                sorted_topk(cv[off[a]:off[a + 1]], sad[a], off[a + 1] - off[a], kk, vals[i0 + a], idxs[i0 + a],
+                            key, key2, pos, pos2, hist)
