@@ -197,15 +197,23 @@ def main_runs(P: Params, models=None, datasets=None, seed: int = 0):
     return dict(zip(cfgs, get_all(P, list(cfgs.values())))), cfgs
 
 
+def figure_seeds(P: Params, cfg: RunConfig) -> int:
+    """Seeds a figure draws for cfg's setting: the profile's `figure_runs` (at most `n_runs`) of a
+    main run; seed 0 alone of a random-label or full-batch run."""
+    return min(P.figure_runs, P.n_runs) if cfg.labels != "random" and cfg.optimizer != "gd" else 1
+
+
 def seed_grid(P: Params, models=None, datasets=None, kind: str = "main"):
     """{(model, dataset): the runs of its first `P.figure_runs` seeds (those there are: found, or
     trained where the profile does), or None} and the configs (seed 0's): what the figures draw
     as mean ± sd over seeds. Like `seed_runs`, a cell never mixes a dataset with its stand-in; a
     cell with no run shows its `stand_in_config`'s runs where they exist."""
     config = {"main": main_config, "random": random_config}[kind]
-    seeds = range(min(P.figure_runs, P.n_runs) if kind == "main" else 1)
     cells = [(m, d) for d in datasets or P.datasets for m in models or P.models]
-    every = [(cell, config(P, cell[1], cell[0], s)) for cell in cells for s in seeds]
+    every = []  # (cell, config) for each seed a figure draws
+    for m, d in cells:
+        first = config(P, d, m, 0)
+        every += [((m, d), config(P, d, m, s)) for s in range(figure_seeds(P, first))]
     got = get_all(P, [c for _, c in every])
     runs = {cell: _own_data([r for (c, _), r in zip(every, got) if c == cell], cell[1]) or
             with_stand_in(P, [cfg for c, cfg in every if c == cell]) for cell in cells}

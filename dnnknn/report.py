@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .experiments import dataset_name, network_name, section, subset_text
+from .experiments import dataset_name, figure_seeds, network_name, section, subset_text
 from .profiles import NOT_RUN, TABLE1_KS, Params, cpu_command
 from .names import PAPER_K, PAPER_METRIC, short_name
 from .metrics import spread  # noqa: F401 - report.spread: the pages' mean ± std over runs
@@ -88,7 +88,7 @@ def describe(P: Params, run, cfg: RunConfig) -> str:
     lim = f", first {cfg.limit[0]:,} training images" if cfg.limit else ""
     label = cfg.label()
     if isinstance(run, (list, tuple)):  # the seeds of a figure's panel (experiments.seed_grid)
-        asked = min(P.figure_runs, P.n_runs)
+        asked = figure_seeds(P, cfg)
         label = (f"{cfg.setting()}, seed{'s' * (len(runs) > 1)} {', '.join(str(r.config.seed) for r in runs)}"
                  + (f" (of the {asked} the profile asks for: the others not run here)" if len(runs) < asked else ""))
     devices = ", ".join(dict.fromkeys(r.meta["device_name"] for r in runs))

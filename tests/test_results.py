@@ -150,3 +150,20 @@ def test_the_cpu_wide_resnet_stands_in_on_the_figures_named_as_itself():
     fig = plots.grid(["wrn"], ["mnist"], plots.accuracy_panel(), runs)
     assert "Wide-ResNet-28-2 (the paper's depth, a fifth of its width)" in " ".join(fig.axes[0].get_title().split())
     assert "not run here on MNIST; there its panels and cells show the Wide-ResNet-28-2 (the paper's depth, a fifth of its width) in its place" in report.sources(full, runs, cfgs)
+
+
+def test_the_random_label_stand_in_is_named_with_its_subset_and_one_seed():
+    """Figures 5 and 8's Wide-ResNet-28-2 on MNIST's first 5,000 images: named with its subset, and its
+    one seed is all a random-label panel asks for (not "of the 10 the profile asks for")."""
+    from dnnknn import experiments, report
+    full = _paper_profile()
+    runs, cfgs = experiments.random_runs(full, datasets=["mnist"])
+    run = runs[("wrn", "mnist")]
+    if run is None:
+        pytest.skip("no random-label Wide-ResNet-28-2 run in results/")
+    assert (run.config.width, run.config.limit) == (2, experiments.CPU_RANDOM_LIMIT)
+    text = report.sources(full, runs, cfgs)
+    assert "first 5,000 training images" in text and "the profile asks for" not in text
+    assert "first 5,000 training and 5,000 test images" in report.random_label_text(runs, k=30, metric="l1")
+    grid, _ = experiments.seed_grid(full, models=["wrn"], datasets=["mnist"], kind="random")
+    assert [r.key for r in grid[("wrn", "mnist")]] == [run.key]
