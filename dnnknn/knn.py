@@ -122,7 +122,7 @@ def l1_filtered(q: np.ndarray, r: np.ndarray, kk: int, chunk: int | None = None,
             vals[s:], idxs[s:] = _search_cpu(q[s:], r, kk, ("l1",), chunk, filtered=False)["l1"]
             break
         e = min(n, FILTER_PILOT if pilot and s == 0 else s + chunk)
-        # queries sharing each tile of codes: a multiple of 4, few enough that every thread has some
+        # queries sharing each tile of codes and rows: a multiple of 4, few enough that every thread has some
         per_thread = -(-(e - s) // threads)
         qb = int(max(4, min(QB, SAD_BUFFER // (4 * m) // 4 * 4, -(-per_thread // 4) * 4)))
         filtered_l1(q[s:e], r, cq[s:e], cr, wq[s:e], wr, kk, vals[s:e], idxs[s:e], counts[s:e],

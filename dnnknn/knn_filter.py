@@ -89,6 +89,9 @@ def _sad_4x2(typingctx, q0, q1, q2, q3, r0, r1, nblk):
 @intrinsic
 def _prefetch(typingctx, addr):
     """A hint to bring the cache line at address addr into cache (llvm.prefetch: read, keep)."""
+    if not isinstance(addr, types.Integer):
+        return None
+
     def codegen(context, builder, signature, args):
         i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
@@ -103,8 +106,8 @@ def _prefetch_row(row):
     """Prefetch every 64-byte line of a float32 row (its rows are read from memory in no order the
     hardware prefetcher follows)."""
     base = row.ctypes.data
-    for o in range(0, row.shape[0] * 4, 64):
-        _prefetch(base + o)
+    for a in range(base & ~63, base + row.shape[0] * 4, 64):  # from the line holding its start
+        _prefetch(a)
 
 
 def quantise(refs: np.ndarray, queries: np.ndarray):
@@ -202,7 +205,8 @@ def filtered_l1(Q, R, CQ, CR, wq, wr, kk, vals, idxs, counts, neg, gamma, nthrea
     counts (n,) receives each query's number of candidates re-ranked. Queries go in blocks of qb (a
     multiple of 4) that share each tile of references while it is in cache: TJ_SAD references'
     codes for the bounds, then TILE references' rows for the re-rank, so that a block reads each
-    candidate row from memory once, not once per query that keeps it."""
+    candidate row from memory once, not once per query that keeps it (while a thread's tile, the
+    next one and its queries' rows, about 2 MB at d = 640, stay in cache)."""
     n, m, d = Q.shape[0], R.shape[0], Q.shape[1]
     nblk = CQ.shape[1] // 64
     factor = (1 + gamma) / (1 - gamma) * (1 + 1e-12)
@@ -221,6 +225,7 @@ def filtered_l1(Q, R, CQ, CR, wq, wr, kk, vals, idxs, counts, neg, gamma, nthrea
         hist = np.empty(256, np.int64)
         off = np.empty(qb + 1, np.int64)  # query a's distances are cv[off[a]:off[a + 1]]
         done, ahead = np.empty(qb, np.int64), np.empty(qb, np.int64)  # its candidates re-ranked / prefetched
+        cv = np.empty(m, np.float32)  # the block's distances: grown when a block keeps more
         for g in range(ngroups * b // nblocks, ngroups * (b + 1) // nblocks):
             i0, i1 = g * qb, min(n, g * qb + qb)
             for t in range(0, m, TJ_SAD):
@@ -233,7 +238,8 @@ def filtered_l1(Q, R, CQ, CR, wq, wr, kk, vals, idxs, counts, neg, gamma, nthrea
                 sad[a, :c] = ci[:c]
                 off[a + 1] = off[a] + c
                 done[a] = ahead[a] = 0
-            cv = np.empty(off[i1 - i0], np.float32)
+            if off[i1 - i0] > len(cv):
+                cv = np.empty(off[i1 - i0], np.float32)
             for t in range(-TILE, m, TILE):  # t = -TILE: only the prefetch of the first tile
                 for a in range(i1 - i0):
                     c, p, e = off[a + 1] - off[a], done[a], ahead[a]

@@ -174,3 +174,24 @@ print("ok")
     env = {**os.environ, "DNNKNN_SAD_WIDTH": "32", "NUMBA_CACHE_DIR": str(tmp_path)}
     r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
+
+
+def test_full_blocks_of_queries_and_whole_tiles_of_references():
+    """The re-rank walks the references tile by tile for a block of queries: references a multiple of
+    TILE with ties across a tile's edge, blocks of QB queries and a ragged last one, a single tile."""
+    import numba
+    from dnnknn.knn_filter import QB, TILE
+    threads = numba.get_num_threads()
+    numba.set_num_threads(min(2, threads))  # 2 threads: qb = QB for this chunk of queries
+    try:
+        rng = np.random.default_rng(11)
+        r = _unit(rng, 16 * TILE, 64)
+        r[TILE - 6:TILE + 6] = r[0]  # ties across the first tile's edge
+        r[-8:] = r[1]  # and in the last tile
+        q = np.concatenate([r[:1] + 1e-3, r[1:2], _unit(rng, 4 * QB + 4, 64)])  # 4 full blocks, then 6 queries
+        for kk in (12, 30):
+            counts = _assert_same(q, r, kk)
+            assert counts[0] >= 12 and counts[1] >= 8  # the tied copies were candidates
+        _assert_same(q[:13], r[:200], 30)  # one tile, not full
+    finally:
+        numba.set_num_threads(threads)
