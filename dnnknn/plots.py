@@ -46,9 +46,12 @@ def line(ax, t: pd.DataFrame, y: str, colour, label: str, scale: float = 1.0, x:
 
 
 def seeds_text(runs) -> str:
-    """What a panel's lines are: 'seed 0', or 'n=3, mean ± sd' (over its seeds)."""
+    """What a panel's lines are: 'seed 0', or 'n=3, mean ± sd' (over its seeds), and ', first 5,000
+    images' for runs on a subset."""
     rs = as_runs(runs)
-    return f"seed {rs[0].config.seed}" if len(rs) == 1 else f"n={len(rs)}, mean ± sd"
+    lim = rs[0].config.limit  # a run on a subset says so beside its seed
+    sub = f", first {lim[0]:,} images" if lim else ""
+    return (f"seed {rs[0].config.seed}" if len(rs) == 1 else f"n={len(rs)}, mean ± sd") + sub
 
 
 def grid(rows, cols, panel, runs: dict, height=2.6, width=None, sharey=True, legend=True, missing=None,

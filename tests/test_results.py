@@ -167,3 +167,8 @@ def test_the_random_label_stand_in_is_named_with_its_subset_and_one_seed():
     assert "first 5,000 training and 5,000 test images" in report.random_label_text(runs, k=30, metric="l1")
     grid, _ = experiments.seed_grid(full, models=["wrn"], datasets=["mnist"], kind="random")
     assert [r.key for r in grid[("wrn", "mnist")]] == [run.key]
+    import matplotlib
+    matplotlib.use("Agg")
+    from dnnknn import plots
+    fig = plots.grid(["wrn"], ["mnist"], plots.accuracy_panel("train", 30, "l1"), runs)
+    assert "(seed 0, first 5,000 images)" in " ".join(fig.axes[0].get_title().split())
