@@ -103,10 +103,10 @@ def _prefetch(typingctx, addr):
 
 @njit(nogil=True, cache=True)
 def _prefetch_row(row):
-    """Prefetch every 64-byte line of a float32 row (its rows are read from memory in no order the
+    """Prefetch every 64-byte line of a contiguous row (its rows are read from memory in no order the
     hardware prefetcher follows)."""
     base = row.ctypes.data
-    for a in range(base & ~63, base + row.shape[0] * 4, 64):  # from the line holding its start
+    for a in range(base & ~63, base + row.shape[0] * row.itemsize, 64):  # from the line holding its start
         _prefetch(a)
 
 
