@@ -12,10 +12,11 @@ machine; a clone left behind by a killed run is a `.cpu-half-*` folder beside th
 Measured on a 2-core Xeon (December 2026), each kind of run as a back-to-back pair (MLP-640 and LeNet
 with `--n-runs 1 --models M --sections main`, the GD run with `--sections gd`), the whole half summed
 from them: 98.7 min at 37a5c9e, 57.3 min at 5148017 (58%); 43 of the 57 minutes are exact L1 searches.
-On a 2-core AMD EPYC (Zen 4, December 2026), the whole half twice, `--ref 27f331d` against 44406e8:
-1,493 s against 1,398 s (93.6%) and 1,697 s against 1,289 s (76.0%). Evaluation went from 888 to 655 s
-(74%) and from 900 to 685 s; the full-batch GD run's training alone swung between 306 and 488 s at the
-same code (a step of 60,000 images: 1.1 s with glibc's default malloc, 0.72 s with MALLOC_MMAP_MAX_=0).
+On a 2-core AMD EPYC (Zen 4, December 2026), the whole half, `--ref 27f331d` against 44406e8, idle:
+1,493 s against 1,398 s (93.6%), of which evaluation 888 against 655 s (74%). The full-batch GD run's
+training alone took 309 s at the reference and 459 s at 44406e8, whose training code is the same (306 s
+in an earlier pair): a step of 60,000 images takes 1.1 s with glibc's default malloc and 0.72 s with
+MALLOC_MMAP_MAX_=0, so the GD run's time follows how the kernel serves its large allocations.
 """
 from __future__ import annotations
 
