@@ -16,8 +16,8 @@ On a 2-core AMD EPYC (Zen 4, December 2026), the whole half, `--ref 27f331d` aga
 1,493 s against 1,398 s (93.6%), of which evaluation 888 against 655 s (74%). The full-batch GD run's
 training alone took 309 s at the reference and 459 s at 44406e8, whose training code is the same (306 s
 in an earlier pair): a step of 60,000 images takes 1.1 s with glibc's default malloc and 0.72 s with
-MALLOC_MMAP_MAX_=0 (the median of 35 full-batch MLP-640 steps, each setting twice), which suggests that its time follows how the
-kernel serves its large allocations (fresh pages each step).
+MALLOC_MMAP_MAX_=0 (the median of 35 full-batch MLP-640 steps, each setting twice), which suggests
+that its time follows how the kernel serves its large allocations (fresh pages each step).
 """
 from __future__ import annotations
 
